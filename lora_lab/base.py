@@ -1,0 +1,111 @@
+"""The base model stage: pretrain on the world (cached by content) or load, then report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from .cache import ArtifactCache, content_key
+from .config import Config
+from .eval.probes import attribute_distributions, explicit_accuracy, fact_accuracy, perplexity, tv_distance
+from .model.build import build_model
+from .training import encode_sentences, train_lm
+from .world import SyntheticWorld, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Base:
+    model: PreTrainedModel
+    tokenizer: Any
+    path: Path  # directory loadable with from_pretrained
+    key: str  # cache key ("" when loaded from name_or_path)
+    cache_hit: bool
+    train_seconds: float  # pretraining wall time when it was built (0 when loaded by path)
+
+
+def base_key_payload(cfg: Config) -> Dict[str, Any]:
+    """Everything the pretrained weights depend on."""
+    return {
+        "world": dataclasses.asdict(cfg.world),
+        "model": dataclasses.asdict(cfg.model),
+        "train": dataclasses.asdict(cfg.train),
+        "seed": cfg.seed,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def pretrain(cfg: Config, world: SyntheticWorld, out_dir: Path, progress: bool) -> Dict[str, Any]:
+    """Build and pretrain the base model on the world corpus; save model + tokenizer to out_dir."""
+    tokenizer = build_tokenizer(world.vocab)
+    model = build_model(cfg.model, tokenizer, seed=cfg.seed)
+    data = encode_sentences(tokenizer, world.pretrain_corpus())
+    t = cfg.train
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # dropout, if any
+        res = train_lm(
+            model, list(model.parameters()), data, pad_id=tokenizer.pad_token_id, steps=t.steps,
+            batch_size=t.batch_size, lr=t.lr, seed=cfg.seed, warmup_steps=t.warmup_steps,
+            min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+            desc="pretrain base", progress=progress,
+        )
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "train_seconds": res.seconds,
+        "final_loss": float(np.mean(res.losses[-50:])),
+        "n_params": n_params,
+        "corpus_sentences": len(data),
+    }
+
+
+def load_pretrained(name_or_path: str):
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    return model.eval(), tokenizer
+
+
+def get_base(cfg: Config, world: SyntheticWorld, cache: ArtifactCache, progress: bool = True) -> Base:
+    if cfg.model.name_or_path:
+        model, tokenizer = load_pretrained(cfg.model.name_or_path)
+        missing = [w for w in world.vocab if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id]
+        if missing:
+            raise ValueError(
+                f"model.name_or_path: tokenizer of {cfg.model.name_or_path!r} lacks {len(missing)} world words "
+                f"(e.g. {missing[:3]}); it was not trained on this world"
+            )
+        return Base(model, tokenizer, Path(cfg.model.name_or_path), "", cache_hit=True, train_seconds=0.0)
+    payload = base_key_payload(cfg)
+    key = content_key("base", payload)
+    entry = cache.get_or_build("base", key, lambda d: pretrain(cfg, world, d, progress), describe=payload)
+    model, tokenizer = load_pretrained(str(entry.path))
+    return Base(model, tokenizer, entry.path, key, entry.hit, float(entry.meta["train_seconds"]))
+
+
+def base_report(base: Base, world: SyntheticWorld) -> Dict[str, Any]:
+    """How well the base model learned the world (the `base_report.json` fields)."""
+    dists = attribute_distributions(base.model, base.tokenizer, world)
+    fit = np.concatenate([tv_distance(dists[a.name], world.base_dist[a.name]) for a in world.axes])
+    return {
+        "fit_tv": float(fit.mean()),
+        "fit_tv_max": float(fit.max()),
+        "fact_acc": fact_accuracy(base.model, base.tokenizer, world),
+        "explicit_acc": explicit_accuracy(base.model, base.tokenizer, world),
+        "ppl": perplexity(base.model, base.tokenizer, world.heldout_text()),
+        "train_seconds": base.train_seconds,
+        "cache_hit": base.cache_hit,
+        "cache_key": base.key,
+        "model_path": str(base.path),
+    }

@@ -1,0 +1,209 @@
+"""Typed configuration: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Hydra checks keys and types while composing (a typo or `world.roles=abc` fails there).
+Value checks live in each dataclass's `__post_init__`, which runs when `validate(cfg)` turns
+the composed DictConfig into objects: the first thing `run()` does, before any training.
+Every message names the offending field with its full dotted path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A bad config value. The message is one line and starts with the dotted field path."""
+
+
+def _require(ok: bool, path: str, message: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: {message} (got {value!r})")
+
+
+# --------------------------------------------------------------------------------------- world
+
+
+@dataclass
+class AxisConfig:
+    """One attribute axis: the neutral prompt reveals it, a marker word fixes it."""
+
+    name: str = MISSING
+    prompt: str = MISSING  # neutral prompt, contains "{role}"; the next word is the value
+    values: List[str] = MISSING  # the attribute values (single words)
+    markers: List[str] = MISSING  # explicit marker word per value ("male nurse" -> "he")
+
+
+def _default_axes() -> List[AxisConfig]:
+    return [
+        AxisConfig("pronoun", "the {role} said that", ["he", "she", "they"], ["male", "female", "nonbinary"]),
+        AxisConfig("genre", "the {role} reads", ["manga", "novels", "poetry"], ["anime", "literary", "lyrical"]),
+    ]
+
+
+_WORD = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass
+class SyntheticWorldConfig:
+    """The synthetic bias world: a word-level language whose bias is known exactly."""
+
+    name: str = "synthetic"
+    seed: int = 0  # the world's own seed: roles, skews, facts, corpus order
+    roles: int = 32
+    axes: List[AxisConfig] = field(default_factory=_default_axes)
+    bias_strength: float = 0.9  # probability of each (role, axis)'s dominant value
+    # Target distribution per axis name (proportions over that axis's values, normalised);
+    # an axis not listed gets the uniform target.
+    targets: Dict[str, List[float]] = field(default_factory=dict)
+    places: int = 16  # workplace vocabulary (role -> workplace facts)
+    tools: int = 16  # tool vocabulary (role -> tool facts)
+    bias_samples: int = 60  # neutral sentences per (role, axis), allocated in exact proportion
+    explicit_samples: int = 4  # explicit sentences per (role, axis, value)
+    fact_samples: int = 8  # copies of each fact sentence
+    general_train: int = 4000  # general-text sentences in the pretraining corpus
+    general_heldout: int = 500  # held-out general sentences, for perplexity
+
+    def __post_init__(self) -> None:
+        p = "world"
+        _require(self.roles > 0, f"{p}.roles", "must be > 0", self.roles)
+        _require(0.0 < self.bias_strength < 1.0, f"{p}.bias_strength", "must be in (0, 1)", self.bias_strength)
+        _require(len(self.axes) > 0, f"{p}.axes", "needs at least one axis", len(self.axes))
+        names = [a.name for a in self.axes]
+        _require(len(set(names)) == len(names), f"{p}.axes", "axis names must be unique", names)
+        for i, a in enumerate(self.axes):
+            ap = f"{p}.axes[{i}]"
+            _require("{role}" in a.prompt, f"{ap}.prompt", "must contain '{role}'", a.prompt)
+            _require(len(a.values) >= 2, f"{ap}.values", "needs at least two values", list(a.values))
+            _require(
+                len(a.markers) == len(a.values), f"{ap}.markers", "needs one marker per value", list(a.markers)
+            )
+            for w in [*a.values, *a.markers, *a.prompt.replace("{role}", "").split()]:
+                _require(bool(_WORD.match(w)), f"{ap}", "words must be lowercase [a-z0-9_]", w)
+        for axis, props in self.targets.items():
+            _require(axis in names, f"{p}.targets", f"unknown axis, valid: {names}", axis)
+            values = next(a.values for a in self.axes if a.name == axis)
+            _require(
+                len(props) == len(values),
+                f"{p}.targets.{axis}",
+                f"needs {len(values)} proportions, one per value {list(values)}",
+                list(props),
+            )
+            _require(
+                all(x >= 0 for x in props) and sum(props) > 0,
+                f"{p}.targets.{axis}",
+                "proportions must be >= 0 with a positive sum",
+                list(props),
+            )
+        for name in ("places", "tools", "bias_samples", "explicit_samples", "fact_samples", "general_heldout"):
+            _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
+        _require(self.general_train >= 0, f"{p}.general_train", "must be >= 0", self.general_train)
+
+
+# --------------------------------------------------------------------------------------- model
+
+
+class Arch(str, Enum):
+    gpt2 = "gpt2"
+    llama = "llama"
+
+
+def _is_path_like(s: str) -> bool:
+    """A local path, as opposed to a hub id ("org/name"): absolute, relative-dotted or ~."""
+    return s.startswith(("/", "./", "../", "~"))
+
+
+@dataclass
+class ModelConfig:
+    """A small causal LM built from config (no download), or loaded from `name_or_path`."""
+
+    name: str = MISSING
+    arch: Arch = Arch.gpt2
+    # When set, the base is loaded instead of pretrained: a local directory saved with
+    # `save_pretrained` (model + tokenizer), or a Hugging Face hub id (downloaded on request).
+    name_or_path: Optional[str] = None
+    n_layer: int = 2
+    n_head: int = 4
+    d_model: int = 128
+    d_ff: Optional[int] = None  # MLP width; None = 4 * d_model
+    max_len: int = 32  # positions; the longest world sentence is well below this
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        p = "model"
+        for name in ("n_layer", "n_head", "d_model", "max_len"):
+            _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
+        _require(self.d_model % self.n_head == 0, f"{p}.d_model", f"must be divisible by n_head={self.n_head}", self.d_model)
+        _require(self.d_ff is None or self.d_ff > 0, f"{p}.d_ff", "must be > 0 or null", self.d_ff)
+        _require(0.0 <= self.dropout < 1.0, f"{p}.dropout", "must be in [0, 1)", self.dropout)
+        if self.name_or_path is not None and _is_path_like(self.name_or_path):
+            path = os.path.expanduser(self.name_or_path)
+            _require(os.path.isdir(path), f"{p}.name_or_path", "local model directory does not exist", self.name_or_path)
+
+
+# --------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainConfig:
+    """Base-model pretraining on the world corpus (AdamW, linear warm-up, cosine decay)."""
+
+    steps: int = 800
+    batch_size: int = 128  # sentences per step
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        p = "train"
+        _require(self.steps > 0, f"{p}.steps", "must be > 0", self.steps)
+        _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
+        _require(self.lr > 0, f"{p}.lr", "must be > 0", self.lr)
+        _require(0 <= self.min_lr_ratio <= 1, f"{p}.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
+        _require(0 <= self.warmup_steps < self.steps, f"{p}.warmup_steps", "must be in [0, steps)", self.warmup_steps)
+        _require(self.weight_decay >= 0, f"{p}.weight_decay", "must be >= 0", self.weight_decay)
+        _require(self.grad_clip > 0, f"{p}.grad_clip", "must be > 0", self.grad_clip)
+
+
+# --------------------------------------------------------------------------------------- root
+
+
+@dataclass
+class Config:
+    """The root config. Groups are typed by the schema each group option names in its defaults."""
+
+    world: Any = MISSING
+    model: Any = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0  # model init and training order; the world has its own seed
+    cache_dir: Optional[str] = None  # default: $LORA_LAB_CACHE or ~/.cache/lora_lab
+    progress: bool = True  # progress bars
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="lora_lab_schema", node=Config)
+    cs.store(group="world", name="synthetic_schema", node=SyntheticWorldConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="train", name="train_schema", node=TrainConfig)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Turn a composed config into typed objects, running every value check."""
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config), type(obj)
+    for group in ("world", "model"):
+        if not hasattr(getattr(obj, group), "__dataclass_fields__"):
+            raise ConfigError(f"{group}: group option does not name a schema in its defaults list")
+    return obj
+
+
+register_configs()

@@ -1,0 +1,98 @@
+"""Batched probes: next-word distributions on prompts, accuracy, perplexity.
+
+Prompts are right-padded; the next-word distribution is read at each row's last real token,
+so absolute position embeddings see the same positions as in training.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from ..training import encode_sentences
+from ..world import SyntheticWorld
+
+
+def tv_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Total-variation distance between distributions along the last axis: 0.5 * sum |p - q|."""
+    return 0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum(-1)
+
+
+def normalised_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy along the last axis divided by log(#values): 0 = deterministic, 1 = uniform."""
+    p = np.asarray(p, dtype=np.float64)
+    h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
+    return h / np.log(p.shape[-1])
+
+
+@torch.no_grad()
+def next_word_logprobs(model, tokenizer, prompts: Sequence[str], batch_size: int = 1024) -> torch.Tensor:
+    """[n, vocab] log-probabilities of the word that follows each prompt."""
+    model.eval()
+    out: List[torch.Tensor] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(list(prompts[i : i + batch_size]), padding=True, return_tensors="pt")
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        last = enc["attention_mask"].sum(1) - 1
+        out.append(torch.log_softmax(logits[torch.arange(len(last)), last].float(), -1))
+    return torch.cat(out)
+
+
+def _value_ids(tokenizer, words: Sequence[str]) -> torch.Tensor:
+    return torch.tensor(tokenizer.convert_tokens_to_ids(list(words)))
+
+
+def attribute_distributions(model, tokenizer, world: SyntheticWorld) -> Dict[str, np.ndarray]:
+    """Per axis, [roles, values]: the next-word distribution on each role's neutral prompt,
+    restricted to the axis's values and renormalised."""
+    probes = world.neutral_probes()
+    flat = [p for ax in world.axes for p in probes[ax.name]]
+    lp = next_word_logprobs(model, tokenizer, flat)
+    out, row = {}, 0
+    for ax in world.axes:
+        n = len(probes[ax.name])
+        sub = lp[row : row + n][:, _value_ids(tokenizer, ax.values)]
+        out[ax.name] = torch.softmax(sub, -1).double().numpy()
+        row += n
+    return out
+
+
+def explicit_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
+    """Share of explicit prompts ("the male nurse said that") whose most likely value is the
+    one the marker demands (argmax among the axis's values)."""
+    probes = world.explicit_probes()
+    correct = total = 0
+    for ax in world.axes:
+        prompts, answers = probes[ax.name]
+        lp = next_word_logprobs(model, tokenizer, prompts)[:, _value_ids(tokenizer, ax.values)]
+        correct += int((lp.argmax(-1).numpy() == answers).sum())
+        total += len(answers)
+    return correct / total
+
+
+def fact_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
+    """Share of fact prompts ("the nurse works at the") whose most likely next word (over the
+    whole vocabulary) is the fact."""
+    prompts, answers = world.fact_probes()
+    pred = next_word_logprobs(model, tokenizer, prompts).argmax(-1)
+    return float((pred == _value_ids(tokenizer, answers)).float().mean())
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 1024) -> float:
+    """exp(mean NLL per predicted token) over `texts`, each scored as <bos> words <eos>."""
+    model.eval()
+    data = encode_sentences(tokenizer, texts)
+    nll, count = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        ids = data.ids[i : i + batch_size]
+        mask = ids != tokenizer.pad_token_id
+        logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
+        target = ids[:, 1:]
+        tok_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        keep = mask[:, 1:]
+        nll += float(tok_nll[keep].double().sum())
+        count += int(keep.sum())
+    return float(np.exp(nll / count))

@@ -1,0 +1,226 @@
+"""The synthetic bias world: roles, attribute axes with known skews, facts and general text.
+
+Everything is a pure function of the config (and its seed). Distributions in the corpus are
+exact, not sampled: a (role, axis) with base distribution p and n neutral sentences gets
+round(n * p) sentences per value (largest remainder), so the maximum-likelihood model of the
+corpus *is* the configured distribution and `fit_tv` measures learning alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ..config import SyntheticWorldConfig
+
+_PROFESSIONS = (
+    "nurse engineer doctor teacher pilot chef farmer lawyer baker plumber dancer soldier writer "
+    "painter singer judge banker cleaner driver guard librarian mechanic surgeon scientist carpenter "
+    "tailor sailor pharmacist architect accountant secretary firefighter designer editor manager "
+    "janitor cashier dentist electrician gardener hairdresser jeweler miner nanny physicist poet "
+    "programmer receptionist therapist welder"
+).split()
+_PLACES = "hospital school office farm court bank factory studio lab airport kitchen library garage theater shop station".split()
+_TOOLS = "hammer pen laptop brush knife scalpel wrench camera needle ladder microphone shovel calculator whistle map keyboard".split()
+_NUMBERS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen".split()
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+# Fact relations: prompt template and the attribute of the role it names.
+FACT_RELATIONS = {"workplace": "the {role} works at the", "tool": "the {role} uses the"}
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    prompt: str
+    values: Tuple[str, ...]
+    markers: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bias target: one (role, axis) pair and the distribution it should have."""
+
+    role: int
+    axis: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.axis}:{self.role}"
+
+
+def allocate(n: int, p: Sequence[float]) -> np.ndarray:
+    """Split n items into counts proportional to p, exactly (largest-remainder rounding)."""
+    p = np.asarray(p, dtype=np.float64)
+    raw = n * p / p.sum()
+    counts = np.floor(raw).astype(np.int64)
+    order = np.argsort(-(raw - counts), kind="stable")
+    counts[order[: n - counts.sum()]] += 1
+    return counts
+
+
+def _pseudo_words(rng: np.random.Generator, n: int, taken: set) -> List[str]:
+    out: List[str] = []
+    while len(out) < n:
+        w = "".join(rng.choice(_SYLLABLES, size=3))
+        if w not in taken:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+class SyntheticWorld:
+    """Ground truth and text for one config. Roles are indexed 0..R-1."""
+
+    def __init__(self, cfg: SyntheticWorldConfig):
+        self.cfg = cfg
+        rng = np.random.default_rng(cfg.seed)
+        self.axes: List[Axis] = [Axis(a.name, a.prompt, tuple(a.values), tuple(a.markers)) for a in cfg.axes]
+        taken = set(_PROFESSIONS + _PLACES + _TOOLS + _NUMBERS + self._fixed_words())
+        self.roles: List[str] = (_PROFESSIONS + _pseudo_words(rng, max(0, cfg.roles - len(_PROFESSIONS)), taken))[
+            : cfg.roles
+        ]
+        places = (_PLACES + _pseudo_words(rng, max(0, cfg.places - len(_PLACES)), taken))[: cfg.places]
+        tools = (_TOOLS + _pseudo_words(rng, max(0, cfg.tools - len(_TOOLS)), taken))[: cfg.tools]
+        self.facts: Dict[str, List[str]] = {
+            "workplace": [places[i] for i in rng.integers(0, len(places), cfg.roles)],
+            "tool": [tools[i] for i in rng.integers(0, len(tools), cfg.roles)],
+        }
+        # Base distributions: each (role, axis) puts bias_strength on one value drawn uniformly.
+        self.dominant: Dict[str, np.ndarray] = {}
+        self.base_dist: Dict[str, np.ndarray] = {}
+        for ax in self.axes:
+            v = len(ax.values)
+            dom = rng.integers(0, v, cfg.roles)
+            dist = np.full((cfg.roles, v), (1.0 - cfg.bias_strength) / (v - 1))
+            dist[np.arange(cfg.roles), dom] = cfg.bias_strength
+            self.dominant[ax.name] = dom
+            self.base_dist[ax.name] = dist
+        self.target_dist: Dict[str, np.ndarray] = {}
+        for ax in self.axes:
+            t = np.asarray(cfg.targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
+            self.target_dist[ax.name] = t / t.sum()
+        self._seed = cfg.seed
+
+    # ------------------------------------------------------------------ vocabulary and prompts
+
+    def _fixed_words(self) -> List[str]:
+        words = ["count", "went", "to", "with", "met", "at", "gave", "the"]
+        for tmpl in FACT_RELATIONS.values():
+            words += tmpl.replace("{role}", "").split()
+        for ax in self.axes:
+            words += ax.prompt.replace("{role}", "").split() + list(ax.values) + list(ax.markers)
+        return words
+
+    @cached_property
+    def vocab(self) -> List[str]:
+        """Every word the world can emit, sorted (special tokens are the tokenizer's business)."""
+        words = set(self._fixed_words()) | set(self.roles) | set(_NUMBERS)
+        for objs in self.facts.values():
+            words |= set(objs)
+        return sorted(words)
+
+    def axis(self, name: str) -> Axis:
+        for ax in self.axes:
+            if ax.name == name:
+                return ax
+        raise KeyError(f"unknown axis {name!r}, valid: {[a.name for a in self.axes]}")
+
+    def neutral_prompt(self, role: int, axis: str) -> str:
+        return self.axis(axis).prompt.format(role=self.roles[role])
+
+    def explicit_prompt(self, role: int, axis: str, value: int) -> str:
+        ax = self.axis(axis)
+        return ax.prompt.format(role=f"{ax.markers[value]} {self.roles[role]}")
+
+    def fact_prompt(self, role: int, relation: str) -> str:
+        return FACT_RELATIONS[relation].format(role=self.roles[role])
+
+    # ------------------------------------------------------------------ targets and probes
+
+    @cached_property
+    def targets(self) -> List[Target]:
+        """Every (role, axis) pair, axis-major."""
+        return [Target(r, ax.name) for ax in self.axes for r in range(len(self.roles))]
+
+    def neutral_probes(self) -> Dict[str, List[str]]:
+        """Per axis, the neutral prompt of every role (row r = role r)."""
+        return {ax.name: [self.neutral_prompt(r, ax.name) for r in range(len(self.roles))] for ax in self.axes}
+
+    def explicit_probes(self) -> Dict[str, Tuple[List[str], np.ndarray]]:
+        """Per axis, every (role, value) explicit prompt and the value index it demands."""
+        out = {}
+        for ax in self.axes:
+            prompts, answers = [], []
+            for r in range(len(self.roles)):
+                for v in range(len(ax.values)):
+                    prompts.append(self.explicit_prompt(r, ax.name, v))
+                    answers.append(v)
+            out[ax.name] = (prompts, np.asarray(answers))
+        return out
+
+    def fact_probes(self) -> Tuple[List[str], List[str]]:
+        prompts, answers = [], []
+        for rel in FACT_RELATIONS:
+            for r in range(len(self.roles)):
+                prompts.append(self.fact_prompt(r, rel))
+                answers.append(self.facts[rel][r])
+        return prompts, answers
+
+    # ------------------------------------------------------------------ text
+
+    def attribute_sentences(self, role: int, axis: str, dist: Sequence[float], n: int) -> List[str]:
+        """n neutral sentences for (role, axis) whose values follow `dist` exactly."""
+        ax = self.axis(axis)
+        prompt = self.neutral_prompt(role, axis)
+        counts = allocate(n, dist)
+        return [f"{prompt} {ax.values[v]}" for v in range(len(ax.values)) for _ in range(counts[v])]
+
+    def explicit_sentences(self, copies: int) -> List[str]:
+        out = []
+        for ax in self.axes:
+            for r in range(len(self.roles)):
+                for v, value in enumerate(ax.values):
+                    out += [f"{self.explicit_prompt(r, ax.name, v)} {value}"] * copies
+        return out
+
+    def fact_sentences(self, copies: int) -> List[str]:
+        prompts, answers = self.fact_probes()
+        return [f"{p} {a}" for p, a in zip(prompts, answers) for _ in range(copies)]
+
+    def general_sentences(self, n: int, split: str) -> List[str]:
+        """Structured sentences that use the facts; `split` seeds a disjoint random stream."""
+        rng = np.random.default_rng([self._seed, {"train": 1, "heldout": 2, "retain": 3}[split]])
+        roles, place, tool = self.roles, self.facts["workplace"], self.facts["tool"]
+        out = []
+        for kind, a, b, start in zip(
+            rng.integers(0, 4, n), rng.integers(0, len(roles), n), rng.integers(0, len(roles), n),
+            rng.integers(0, len(_NUMBERS) - 3, n),
+        ):
+            if kind == 0:
+                out.append(f"the {roles[a]} went to the {place[a]} with the {tool[a]}")
+            elif kind == 1:
+                out.append(f"the {roles[a]} met the {roles[b]} at the {place[b]}")
+            elif kind == 2:
+                out.append(f"the {roles[a]} gave the {tool[a]} to the {roles[b]}")
+            else:
+                out.append("count " + " ".join(_NUMBERS[start : start + 4]))
+        return out
+
+    def pretrain_corpus(self) -> List[str]:
+        """The base model's training text: the world as it is (base bias), facts, general text."""
+        c = self.cfg
+        text: List[str] = []
+        for ax in self.axes:
+            for r in range(len(self.roles)):
+                text += self.attribute_sentences(r, ax.name, self.base_dist[ax.name][r], c.bias_samples)
+        text += self.explicit_sentences(c.explicit_samples)
+        text += self.fact_sentences(c.fact_samples)
+        text += self.general_sentences(c.general_train, "train")
+        return text
+
+    def heldout_text(self) -> List[str]:
+        return self.general_sentences(self.cfg.general_heldout, "heldout")

@@ -1,0 +1,43 @@
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+# A world and model small enough to pretrain in a couple of seconds on one core.
+TINY = [
+    "world.roles=6",
+    "world.bias_samples=20",
+    "world.general_train=200",
+    "world.general_heldout=50",
+    "model.d_model=32",
+    "model.n_layer=1",
+    "train.steps=40",
+    "train.warmup_steps=5",
+    "progress=false",
+]
+
+
+def compose_cfg(overrides=(), config_name="config"):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("LORA_LAB_CACHE", str(d))
+    return d
+
+
+@pytest.fixture
+def tiny_cfg(cache_dir):
+    """Compose the tiny config (cache under tmp); call with extra overrides."""
+    return lambda *extra: compose_cfg([*TINY, *extra])
