@@ -191,9 +191,11 @@ class Config:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="lora_lab_schema", node=Config)
-    cs.store(group="world", name="synthetic_schema", node=SyntheticWorldConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="train", name="train_schema", node=TrainConfig)
+    # Schemas live in their own group so they are not listed as options of the real groups;
+    # a group option names its schema with `- /schema/<name>@_here_` in its defaults list.
+    cs.store(group="schema", name="synthetic_world", node=SyntheticWorldConfig)
+    cs.store(group="schema", name="model", node=ModelConfig)
+    cs.store(group="schema", name="train", node=TrainConfig)
 
 
 def validate(cfg: DictConfig) -> Config:

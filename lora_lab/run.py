@@ -15,10 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .base import base_report, get_base
-from .cache import ArtifactCache, default_root, write_json_atomic
+from .cache import write_json_atomic
 from .config import ConfigError, validate
-from .world import build_world
 
 log = logging.getLogger("lora_lab")
 
@@ -34,6 +32,11 @@ def _output_dir(output_dir: Optional[Path]) -> Path:
 def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Validate the config, then world -> base model (cached) -> `base_report.json`."""
     c = validate(cfg)  # every value check, before any work
+    # Imported here so a bad config fails in well under a second, without loading torch.
+    from .base import base_report, get_base
+    from .cache import ArtifactCache, default_root
+    from .world import build_world
+
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
     world = build_world(c.world)

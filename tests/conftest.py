@@ -5,6 +5,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import lora_lab.config  # noqa: F401  registers the schemas in the ConfigStore
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

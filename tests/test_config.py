@@ -1,0 +1,103 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from conftest import CONF, ROOT, compose_cfg
+from lora_lab.config import Arch, Config, ConfigError, validate
+
+
+def _group_options():
+    for yaml in sorted(CONF.rglob("*.yaml")):
+        rel = yaml.relative_to(CONF)
+        if rel.parent != Path("."):
+            yield str(rel.parent), rel.stem
+
+
+def test_root_config_composes_and_validates():
+    c = validate(compose_cfg())
+    assert isinstance(c, Config) and c.world.roles == 32 and c.model.arch == Arch.gpt2
+
+
+@pytest.mark.parametrize("group,option", list(_group_options()))
+def test_every_shipped_yaml_composes_and_validates(group, option):
+    cfg = compose_cfg([f"{group}={option}"])
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("world.roles=0", "world.roles"),
+        ("world.roles=-3", "world.roles"),
+        ("world.bias_strength=1.0", "world.bias_strength"),
+        ("world.bias_strength=0", "world.bias_strength"),
+        ("+world.targets.pronoun=[1,1]", "world.targets.pronoun"),
+        ("+world.targets.colour=[1,1,1]", "world.targets"),
+        ("model.name_or_path=/no/such/model", "model.name_or_path"),
+        ("model.d_model=30", "model.d_model"),
+        ("train.lr=-1e-3", "train.lr"),
+        ("train.steps=0", "train.steps"),
+    ],
+)
+def test_bad_values_fail_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([override]))
+    msg = str(e.value)
+    assert msg.startswith(field + ":") and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "override,exc",
+    [
+        ("world.rolez=3", ConfigCompositionException),  # typo
+        ("world.roles=many", ConfigCompositionException),  # wrong type
+        ("model.arch=transformerxl", ConfigCompositionException),  # not an Arch
+        ("model=gpt5", ConfigCompositionException),  # unknown group option
+    ],
+)
+def test_typos_and_types_fail_at_compose_time(override, exc):
+    with pytest.raises(exc):
+        compose_cfg([override])
+
+
+def test_hub_ids_are_not_checked_as_paths():
+    c = validate(compose_cfg(["model.name_or_path=org/some-model"]))
+    assert c.model.name_or_path == "org/some-model"
+
+
+def _cli(*args, cache):
+    env = {**os.environ, "LORA_LAB_CACHE": str(cache), "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [sys.executable, "-m", "lora_lab.run", "hydra.run.dir=" + str(cache.parent / "out"), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["world.roles=0"], "world.roles"),
+        (["world.bias_strength=1.5"], "world.bias_strength"),
+        (["model.name_or_path=./missing/dir"], "model.name_or_path"),
+        (["model=gpt5"], "model"),
+        (["world.rolez=3"], "rolez"),
+    ],
+)
+def test_cli_bad_config_exits_nonzero_before_training(tmp_path, args, needle):
+    cache = tmp_path / "cache"
+    r = _cli(*args, cache=cache)
+    assert r.returncode != 0
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not cache.exists()  # nothing trained, nothing cached
+
+
+def test_cli_our_validation_is_one_line(tmp_path):
+    r = _cli("world.roles=0", cache=tmp_path / "cache")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["lora_lab: config error: world.roles: must be > 0 (got 0)"]
