@@ -52,11 +52,12 @@ def pretrain(cfg: Config, world: SyntheticWorld, out_dir: Path, progress: bool) 
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
     data = encode_sentences(tokenizer, world.pretrain_corpus())
     t = cfg.train
+    steps = t.total_steps(len(data))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # dropout, if any
         res = train_lm(
-            model, list(model.parameters()), data, pad_id=tokenizer.pad_token_id, steps=t.steps,
-            batch_size=t.batch_size, lr=t.lr, seed=cfg.seed, warmup_steps=t.warmup_steps,
+            model, list(model.parameters()), data, pad_id=tokenizer.pad_token_id, steps=steps,
+            batch_size=t.batch_size, lr=t.lr, seed=cfg.seed, warmup_steps=int(t.warmup_ratio * steps),
             min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
             desc="pretrain base", progress=progress,
         )
@@ -68,10 +69,12 @@ def pretrain(cfg: Config, world: SyntheticWorld, out_dir: Path, progress: bool) 
         "final_loss": float(np.mean(res.losses[-50:])),
         "n_params": n_params,
         "corpus_sentences": len(data),
+        "steps": steps,
     }
 
 
 def load_pretrained(name_or_path: str):
+    transformers.utils.logging.disable_progress_bar()  # per-shard bars: noise for small models
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model.eval(), tokenizer

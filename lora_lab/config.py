@@ -8,6 +8,7 @@ Every message names the offending field with its full dotted path.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -152,25 +153,34 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Base-model pretraining on the world corpus (AdamW, linear warm-up, cosine decay)."""
+    """Base-model pretraining on the world corpus (AdamW, linear warm-up, cosine decay).
 
-    steps: int = 800
+    The budget is `epochs` passes over the corpus, so it scales with the world (32 roles:
+    ~800 steps, ~30 s on 2 CPU cores); `steps` overrides it with a fixed count.
+    """
+
+    epochs: float = 11.0
+    steps: Optional[int] = None
     batch_size: int = 128  # sentences per step
     lr: float = 3e-3
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
+    warmup_ratio: float = 0.1  # share of the steps spent warming up linearly
     weight_decay: float = 0.01
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
         p = "train"
-        _require(self.steps > 0, f"{p}.steps", "must be > 0", self.steps)
+        _require(self.epochs > 0, f"{p}.epochs", "must be > 0", self.epochs)
+        _require(self.steps is None or self.steps > 0, f"{p}.steps", "must be > 0 or null", self.steps)
         _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
         _require(self.lr > 0, f"{p}.lr", "must be > 0", self.lr)
         _require(0 <= self.min_lr_ratio <= 1, f"{p}.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
-        _require(0 <= self.warmup_steps < self.steps, f"{p}.warmup_steps", "must be in [0, steps)", self.warmup_steps)
+        _require(0 <= self.warmup_ratio < 1, f"{p}.warmup_ratio", "must be in [0, 1)", self.warmup_ratio)
         _require(self.weight_decay >= 0, f"{p}.weight_decay", "must be >= 0", self.weight_decay)
         _require(self.grad_clip > 0, f"{p}.grad_clip", "must be > 0", self.grad_clip)
+
+    def total_steps(self, corpus_size: int) -> int:
+        return self.steps or max(1, math.ceil(self.epochs * corpus_size / self.batch_size))
 
 
 # --------------------------------------------------------------------------------------- root

@@ -21,7 +21,6 @@ TINY = [
     "model.d_model=32",
     "model.n_layer=1",
     "train.steps=40",
-    "train.warmup_steps=5",
     "progress=false",
 ]
 

@@ -42,6 +42,7 @@ def test_every_shipped_yaml_composes_and_validates(group, option):
         ("model.d_model=30", "model.d_model"),
         ("train.lr=-1e-3", "train.lr"),
         ("train.steps=0", "train.steps"),
+        ("train.epochs=0", "train.epochs"),
     ],
 )
 def test_bad_values_fail_naming_the_field(override, field):

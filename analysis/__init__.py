@@ -1,0 +1,1 @@
+"""Analysis of sweep results: figures, statistics for H1-H6, the dashboard (issue 4)."""
