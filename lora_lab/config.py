@@ -183,6 +183,82 @@ class TrainConfig:
         return self.steps or max(1, math.ceil(self.epochs * corpus_size / self.batch_size))
 
 
+# --------------------------------------------------------------------------------------- adapters
+
+
+class AdapterKind(str, Enum):
+    rebalance = "rebalance"  # move one (role, axis) to its target distribution
+    force = "force"  # push one axis value for every role
+
+
+@dataclass
+class AdaptersConfig:
+    """What every family trains on: same targets, data, steps, batch and objective."""
+
+    n: int = 16  # adapters, one per bias target
+    kind: AdapterKind = AdapterKind.rebalance
+    samples: int = 64  # target sentences per adapter (exact proportions)
+    retain_fraction: float = 0.5  # share of general text in the adapter corpus; 0 = narrow "bludgeon"
+    steps: int = 120
+    batch_size: int = 32
+    # Matched strength: scale each adapter so that alone it cuts its target's gap by
+    # `calibration_target` (searched in [0, max_scale]); both families then compare at equal efficacy.
+    calibrate: bool = False
+    calibration_target: float = 0.8
+    max_scale: float = 8.0
+
+    def __post_init__(self) -> None:
+        p = "adapters"
+        for name in ("n", "samples", "steps", "batch_size"):
+            _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
+        _require(0 <= self.retain_fraction < 1, f"{p}.retain_fraction", "must be in [0, 1)", self.retain_fraction)
+        _require(0 < self.calibration_target < 1, f"{p}.calibration_target", "must be in (0, 1)", self.calibration_target)
+        _require(self.max_scale > 0, f"{p}.max_scale", "must be > 0", self.max_scale)
+
+
+class FamilyName(str, Enum):
+    lora = "lora"
+    steer = "steer"
+    prompt = "prompt"
+
+
+@dataclass
+class LoraFamilyConfig:
+    """PEFT LoRA on attention and MLP projections: weight space."""
+
+    name: FamilyName = FamilyName.lora
+    rank: int = 4
+    alpha: float = 8.0  # scale = alpha / rank
+    target_modules: Optional[List[str]] = None  # None: every attention and MLP projection of the arch
+    lr: float = 3e-3
+
+    def __post_init__(self) -> None:
+        p = "family"
+        _require(self.rank > 0, f"{p}.rank", "must be > 0", self.rank)
+        _require(self.alpha > 0, f"{p}.alpha", "must be > 0", self.alpha)
+        _require(self.lr > 0, f"{p}.lr", "must be > 0", self.lr)
+        _require(self.target_modules is None or len(self.target_modules) > 0, f"{p}.target_modules",
+                 "must be null or non-empty", self.target_modules)
+
+
+@dataclass
+class SteerFamilyConfig:
+    """A learned vector added to the output of every transformer block: output space."""
+
+    name: FamilyName = FamilyName.steer
+    lr: float = 3e-2
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "family.lr", "must be > 0", self.lr)
+
+
+@dataclass
+class PromptFamilyConfig:
+    """No parameters: rewrite neutral prompts into explicit ones in the target proportion."""
+
+    name: FamilyName = FamilyName.prompt
+
+
 # --------------------------------------------------------------------------------------- root
 
 
@@ -193,9 +269,18 @@ class Config:
     world: Any = MISSING
     model: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
+    family: Any = MISSING
     seed: int = 0  # model init and training order; the world has its own seed
     cache_dir: Optional[str] = None  # default: $LORA_LAB_CACHE or ~/.cache/lora_lab
     progress: bool = True  # progress bars
+
+    def __post_init__(self) -> None:
+        if isinstance(self.world, SyntheticWorldConfig):
+            w, kind = self.world, self.adapters.kind
+            available = w.roles * len(w.axes) if kind == AdapterKind.rebalance else sum(len(a.values) for a in w.axes)
+            _require(self.adapters.n <= available, "adapters.n",
+                     f"this world has {available} {kind.value} targets", self.adapters.n)
 
 
 def register_configs() -> None:
@@ -206,13 +291,17 @@ def register_configs() -> None:
     cs.store(group="schema", name="synthetic_world", node=SyntheticWorldConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
     cs.store(group="schema", name="train", node=TrainConfig)
+    cs.store(group="schema", name="adapters", node=AdaptersConfig)
+    cs.store(group="schema", name="lora", node=LoraFamilyConfig)
+    cs.store(group="schema", name="steer", node=SteerFamilyConfig)
+    cs.store(group="schema", name="prompt", node=PromptFamilyConfig)
 
 
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed objects, running every value check."""
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, Config), type(obj)
-    for group in ("world", "model"):
+    for group in ("world", "model", "family"):
         if not hasattr(getattr(obj, group), "__dataclass_fields__"):
             raise ConfigError(f"{group}: group option does not name a schema in its defaults list")
     return obj

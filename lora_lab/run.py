@@ -30,9 +30,11 @@ def _output_dir(output_dir: Optional[Path]) -> Path:
 
 
 def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Validate the config, then world -> base model (cached) -> `base_report.json`."""
+    """Validate the config, then world -> base model (cached) -> adapters (cached), writing
+    `base_report.json` and `adapters_report.json` (each adapter measured alone)."""
     c = validate(cfg)  # every value check, before any work
     # Imported here so a bad config fails in well under a second, without loading torch.
+    from .adapters.stage import build_adapters, measure_single, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
     from .world import build_world
@@ -50,7 +52,17 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
         report["cache_key"] or base.path, "cache hit" if base.cache_hit else f"trained in {base.train_seconds:.1f}s",
         report["fit_tv"], report["fact_acc"], report["explicit_acc"], report["ppl"], out / "base_report.json",
     )
-    return report
+    t1 = time.perf_counter()
+    adapters = build_adapters(c, base, world, cache, progress=c.progress)
+    rows = measure_single(adapters, c, base, world)
+    summary = {**summarise(rows), "family": c.family.name.value, "wall_seconds": time.perf_counter() - t1}
+    write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
+    log.info(
+        "%d %s adapters (%d params each): gap reduction mean %.3f min %.3f, fact_acc min %.3f -> %s",
+        summary["n"], summary["family"], summary["n_params_per_adapter"], summary["reduction_mean"],
+        summary["reduction_min"], summary["fact_acc_min"], out / "adapters_report.json",
+    )
+    return {"base": report, "adapters": {"summary": summary, "rows": rows}}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

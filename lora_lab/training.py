@@ -1,11 +1,11 @@
-"""Next-token training on a list of sentences: the loop shared by every trained component."""
+"""Next-token training on text: the loop shared by every trained component."""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -17,26 +17,40 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Encoded:
-    """Sentences as right-padded ids: each row is <bos> words <eos> <pad>..."""
+    """Right-padded rows <bos> prompt completion <eos> <pad>...; `scored` marks the tokens the
+    loss predicts (the completion and <eos>; every token of a row with an empty prompt)."""
 
     ids: torch.Tensor  # [n, L] int64
+    scored: torch.Tensor  # [n, L] bool
     lengths: torch.Tensor  # [n] real tokens per row
 
     def __len__(self) -> int:
         return self.ids.shape[0]
 
 
-def encode_sentences(tokenizer, texts: Sequence[str]) -> Encoded:
-    enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    rows = [r + [tokenizer.eos_token_id] for r in enc]
-    if any(tokenizer.unk_token_id in r for r in rows):
-        bad = next(t for t, r in zip(texts, rows) if tokenizer.unk_token_id in r)
-        raise ValueError(f"sentence has words outside the tokenizer's vocabulary: {bad!r}")
+def encode_pairs(tokenizer, pairs: Sequence[Tuple[str, str]]) -> Encoded:
+    """(prompt, completion) pairs; the loss sees only the completion (and <eos>)."""
+    rows, starts = [], []
+    for prompt, completion in pairs:
+        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]  # <bos> + prompt words
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
+        row = p + c + [tokenizer.eos_token_id]
+        if tokenizer.unk_token_id in row:
+            raise ValueError(f"text has words outside the tokenizer's vocabulary: {prompt!r} {completion!r}")
+        rows.append(row)
+        starts.append(max(len(p), 1))  # position 0 (<bos>) is never predicted
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    for i, r in enumerate(rows):
+    scored = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (r, s) in enumerate(zip(rows, starts)):
         ids[i, : len(r)] = torch.tensor(r)
-    return Encoded(ids, torch.tensor([len(r) for r in rows]))
+        scored[i, s : len(r)] = True
+    return Encoded(ids, scored, torch.tensor([len(r) for r in rows]))
+
+
+def encode_sentences(tokenizer, texts: Sequence[str]) -> Encoded:
+    """Plain sentences: every token after <bos> is scored."""
+    return encode_pairs(tokenizer, [("", t) for t in texts])
 
 
 def batches(data: Encoded, batch_size: int, steps: int, seed: int) -> Iterable[torch.Tensor]:
@@ -47,14 +61,14 @@ def batches(data: Encoded, batch_size: int, steps: int, seed: int) -> Iterable[t
         while len(order) < batch_size:
             order = torch.cat([order, torch.randperm(len(data), generator=g)])
         idx, order = order[:batch_size], order[batch_size:]
-        yield data.ids[idx, : int(data.lengths[idx].max())]
+        width = int(data.lengths[idx].max())
+        yield data.ids[idx, :width], data.scored[idx, :width]
 
 
-def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean next-token cross-entropy over real (non-pad) target tokens."""
-    mask = ids != pad_id
-    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1]
-    target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
+def lm_loss(model, ids: torch.Tensor, scored: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over the scored tokens."""
+    logits = model(input_ids=ids, attention_mask=(ids != pad_id).long()).logits[:, :-1]
+    target = ids[:, 1:].masked_fill(~scored[:, 1:], -100)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
 
@@ -98,8 +112,8 @@ def train_lm(
     t0 = time.perf_counter()
     bar = tqdm(batches(data, batch_size, steps, seed), total=steps, desc=desc, disable=not progress, leave=False)
     try:
-        for step, ids in enumerate(bar):
-            loss = lm_loss(model, ids, pad_id)
+        for step, (ids, scored) in enumerate(bar):
+            loss = lm_loss(model, ids, scored, pad_id)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)

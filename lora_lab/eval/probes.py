@@ -6,13 +6,13 @@ so absolute position embeddings see the same positions as in training.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..training import encode_sentences
-from ..world import SyntheticWorld
+from ..world import BiasTarget, SyntheticWorld
 
 
 def tv_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -44,19 +44,35 @@ def _value_ids(tokenizer, words: Sequence[str]) -> torch.Tensor:
     return torch.tensor(tokenizer.convert_tokens_to_ids(list(words)))
 
 
-def attribute_distributions(model, tokenizer, world: SyntheticWorld) -> Dict[str, np.ndarray]:
-    """Per axis, [roles, values]: the next-word distribution on each role's neutral prompt,
-    restricted to the axis's values and renormalised."""
-    probes = world.neutral_probes()
-    flat = [p for ax in world.axes for p in probes[ax.name]]
-    lp = next_word_logprobs(model, tokenizer, flat)
-    out, row = {}, 0
-    for ax in world.axes:
-        n = len(probes[ax.name])
-        sub = lp[row : row + n][:, _value_ids(tokenizer, ax.values)]
-        out[ax.name] = torch.softmax(sub, -1).double().numpy()
-        row += n
+def value_distributions(model, tokenizer, world: SyntheticWorld, axis: str, roles: Sequence[int],
+                        mixture: Optional[Mapping] = None) -> np.ndarray:
+    """[len(roles), values]: for each role, the next-word distribution on its neutral prompt,
+    restricted to the axis's values and renormalised. With a `mixture` ((role, axis) ->
+    [(prompt, weight)], e.g. a prompt rewriter's expectation) the row is the weighted mixture of
+    the distributions on the rewritten prompts."""
+    ax = world.axis(axis)
+    plan = [(mixture or {}).get((r, axis)) or [(world.neutral_prompt(r, axis), 1.0)] for r in roles]
+    flat = [p for rows in plan for p, _ in rows]
+    lp = next_word_logprobs(model, tokenizer, flat)[:, _value_ids(tokenizer, ax.values)]
+    probs = torch.softmax(lp, -1).double().numpy()
+    out, i = np.zeros((len(roles), len(ax.values))), 0
+    for j, rows in enumerate(plan):
+        for _, w in rows:
+            out[j] += w * probs[i]
+            i += 1
     return out
+
+
+def attribute_distributions(model, tokenizer, world: SyntheticWorld, mixture: Optional[Mapping] = None) -> Dict[str, np.ndarray]:
+    """Per axis, [roles, values]: `value_distributions` for every role."""
+    roles = range(len(world.roles))
+    return {ax.name: value_distributions(model, tokenizer, world, ax.name, roles, mixture) for ax in world.axes}
+
+
+def target_gap(model, tokenizer, world: SyntheticWorld, target: BiasTarget, mixture: Optional[Mapping] = None) -> float:
+    """Mean TV distance to the target distribution over the target's roles."""
+    d = value_distributions(model, tokenizer, world, target.axis, target.roles, mixture)
+    return float(tv_distance(d, np.asarray(target.dist)).mean())
 
 
 def explicit_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
@@ -92,7 +108,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 1024) -
         logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
         target = ids[:, 1:]
         tok_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-        keep = mask[:, 1:]
+        keep = data.scored[i : i + batch_size, 1:]
         nll += float(tok_nll[keep].double().sum())
         count += int(keep.sum())
     return float(np.exp(nll / count))

@@ -1,9 +1,9 @@
 """Worlds: the data, the probes and the ground truth of an experiment."""
 
-from .synthetic import SyntheticWorld, Target, allocate
+from .synthetic import BiasTarget, SyntheticWorld, Target, allocate
 from .tokenizer import build_tokenizer
 
-__all__ = ["SyntheticWorld", "Target", "allocate", "build_tokenizer", "build_world"]
+__all__ = ["BiasTarget", "SyntheticWorld", "Target", "allocate", "build_tokenizer", "build_world"]
 
 _WORLDS = {"synthetic": SyntheticWorld}
 

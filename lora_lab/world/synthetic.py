@@ -52,6 +52,25 @@ class Target:
         return f"{self.axis}:{self.role}"
 
 
+@dataclass(frozen=True)
+class BiasTarget:
+    """What one adapter is trained to do, with its ground truth.
+
+    `rebalance`: move one (role, axis) to the axis's target distribution.
+    `force`: push one value of an axis for every role ("everything is manga").
+    """
+
+    kind: str
+    axis: str
+    roles: Tuple[int, ...]
+    dist: Tuple[float, ...]  # wanted distribution over the axis's values, for each role
+    name: str  # human-readable id, unique within a world
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.axis}:{self.name}"
+
+
 def allocate(n: int, p: Sequence[float]) -> np.ndarray:
     """Split n items into counts proportional to p, exactly (largest-remainder rounding)."""
     p = np.asarray(p, dtype=np.float64)
@@ -169,6 +188,48 @@ class SyntheticWorld:
                 prompts.append(self.fact_prompt(r, rel))
                 answers.append(self.facts[rel][r])
         return prompts, answers
+
+    def bias_targets(self, kind: str, n: int) -> List[BiasTarget]:
+        """The first n adapter targets of `kind` in a fixed, world-seeded order."""
+        if kind == "rebalance":
+            pool = [
+                BiasTarget("rebalance", t.axis, (t.role,), tuple(self.target_dist[t.axis]), self.roles[t.role])
+                for t in self.targets
+            ]
+        elif kind == "force":
+            every = tuple(range(len(self.roles)))
+            pool = [
+                BiasTarget("force", ax.name, every, tuple(np.eye(len(ax.values))[v]), ax.values[v])
+                for ax in self.axes
+                for v in range(len(ax.values))
+            ]
+        else:
+            raise ValueError(f"adapters.kind: unknown {kind!r}, valid: ['force', 'rebalance']")
+        if n > len(pool):
+            raise ValueError(f"adapters.n: {n} {kind} adapters asked for, this world has {len(pool)} targets")
+        order = np.random.default_rng([self._seed, 7]).permutation(len(pool))
+        return [pool[i] for i in order[:n]]
+
+    def target_pairs(self, target: BiasTarget, n: int) -> List[Tuple[str, str]]:
+        """n (neutral prompt, value) pairs spread evenly over the target's roles, each role's
+        share following the target distribution exactly."""
+        ax = self.axis(target.axis)
+        out: List[Tuple[str, str]] = []
+        for r, m in zip(target.roles, allocate(n, np.ones(len(target.roles)))):
+            counts = allocate(int(m), target.dist)
+            out += [(self.neutral_prompt(r, target.axis), ax.values[v]) for v in range(len(ax.values)) for _ in range(counts[v])]
+        return out
+
+    def adapter_corpus(self, target: BiasTarget, n: int, retain_fraction: float, seed: int) -> List[Tuple[str, str]]:
+        """An adapter's training text as (prompt, completion) pairs: n target pairs, plus general
+        text (facts and structured sentences, prompt "") making up `retain_fraction` of the whole."""
+        pairs = self.target_pairs(target, n)
+        n_retain = int(round(n * retain_fraction / (1.0 - retain_fraction)))
+        if n_retain:
+            pool = self.fact_sentences(1) + self.general_sentences(max(n_retain, 256), "retain")
+            pick = np.random.default_rng([self._seed, seed, 11]).choice(len(pool), n_retain, replace=n_retain > len(pool))
+            pairs += [("", pool[i]) for i in pick]
+        return pairs
 
     # ------------------------------------------------------------------ text
 

@@ -1,0 +1,47 @@
+"""Intervention families behind one small interface, and the adapters they produce.
+
+A family turns a bias target's training text into an `Adapter` (or, for `prompt`, into rewriting
+rules without training), stores it in the cache, and applies a set of parameters to a model as a
+context manager. Composition (merge methods) works on `Adapter.tensors`: per-module weight deltas
+for weight-space families, per-block vectors for output-space ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..world import BiasTarget
+
+
+@dataclass
+class Adapter:
+    target: BiasTarget
+    family: str
+    tensors: Dict[str, torch.Tensor]  # lora: module name -> scale*B@A in the weight's layout; steer: {"vectors": [L, d]}
+    meta: Dict[str, Any] = field(default_factory=dict)  # training stats, parameter count, cache info
+    path: Optional[Path] = None  # cache entry (None for parameter-free families)
+    scale: float = 1.0  # strength multiplier (1 unless calibrated)
+
+    @property
+    def id(self) -> str:
+        return self.target.id
+
+    def scaled(self) -> Dict[str, torch.Tensor]:
+        return {k: v * self.scale for k, v in self.tensors.items()} if self.scale != 1.0 else self.tensors
+
+
+def get_family(name: str):
+    """The family object registered under `name`; unknown names list the valid ones."""
+    from .lora import LoraFamily
+    from .prompt import PromptFamily
+    from .steer import SteerFamily
+
+    registry = {f.name: f for f in (LoraFamily(), SteerFamily(), PromptFamily())}
+    try:
+        return registry[str(getattr(name, "value", name))]
+    except KeyError:
+        raise ValueError(f"family.name: unknown family {name!r}, valid: {sorted(registry)}") from None

@@ -1,0 +1,45 @@
+"""Matched strength: the scale at which one adapter alone reaches a given gap reduction.
+
+`reduction(s)` = 1 - gap(s) / gap(0) for the adapter applied at strength s. It rises from 0 but
+need not be monotone (a strong adapter overshoots past the target distribution), so the search
+scans a geometric grid for the first bracket that crosses the goal, then bisects inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Calibration:
+    scale: float
+    reduction: float  # achieved at `scale`
+    reachable: bool  # False: no scale in [0, max_scale] reaches the goal; scale is the best found
+
+
+def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float, tol: float = 0.005,
+              grid_points: int = 12, max_bisections: int = 30) -> Calibration:
+    grid = [max_scale * 2.0 ** -(grid_points - 1 - i) for i in range(grid_points)]  # ..., max/4, max/2, max
+    lo, r_lo = 0.0, 0.0
+    best = (0.0, 0.0)
+    for s in grid:
+        r = reduction(s)
+        if r > best[1]:
+            best = (s, r)
+        if r >= goal:
+            hi, r_hi = s, r
+            break
+        lo, r_lo = s, r
+    else:
+        return Calibration(best[0], best[1], reachable=False)
+    for _ in range(max_bisections):
+        if r_hi - goal <= tol:
+            break
+        mid = 0.5 * (lo + hi)
+        r = reduction(mid)
+        if r >= goal:
+            hi, r_hi = mid, r
+        else:
+            lo, r_lo = mid, r
+    return Calibration(hi, r_hi, reachable=True)

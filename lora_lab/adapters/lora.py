@@ -1,0 +1,85 @@
+"""`lora`: PEFT LoRA on attention and MLP projections. Weight space: W = W0 + (alpha/r) B A."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
+
+from ..interventions import weight_edit
+from ..training import Encoded, train_lm
+
+# Every attention and MLP projection, per architecture (model.config.model_type).
+DEFAULT_TARGET_MODULES = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+PREFIX = "base_model.model."
+
+
+def lora_deltas(state: Dict[str, torch.Tensor], scaling: float, fan_in_fan_out: bool) -> Dict[str, torch.Tensor]:
+    """Per-module weight deltas from LoRA factors: scaling * B @ A, transposed for Conv1D
+    layers (fan_in_fan_out) so each delta has its weight's layout. Pure tensor maths."""
+    out = {}
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key[len(PREFIX) : -len(".lora_A.weight")] if key.startswith(PREFIX) else key[: -len(".lora_A.weight")]
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        delta = scaling * (b.double() @ a.double())
+        out[module] = (delta.T if fan_in_fan_out else delta).float().contiguous()
+    return out
+
+
+def load_lora_deltas(path: Path) -> Dict[str, torch.Tensor]:
+    """Deltas of a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    if cfg.get("use_rslora"):
+        scaling = cfg["lora_alpha"] / cfg["r"] ** 0.5
+    else:
+        scaling = cfg["lora_alpha"] / cfg["r"]
+    return lora_deltas(load_file(str(Path(path) / "adapter_model.safetensors")), scaling, cfg["fan_in_fan_out"])
+
+
+class LoraFamily:
+    name = "lora"
+    space = "weight"
+    trainable = True
+
+    def peft_config(self, model, fcfg) -> LoraConfig:
+        mtype = model.config.model_type
+        modules = list(fcfg.target_modules or DEFAULT_TARGET_MODULES.get(mtype, []))
+        if not modules:
+            raise ValueError(f"family.target_modules: no default for model type {mtype!r}; set it explicitly")
+        return LoraConfig(
+            r=fcfg.rank, lora_alpha=fcfg.alpha, target_modules=modules, lora_dropout=0.0, bias="none",
+            fan_in_fan_out=mtype == "gpt2",  # GPT-2's Conv1D stores weights as [in, out]
+        )
+
+    def train(self, base, fcfg, data: Encoded, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+        model = base.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # A's init
+            pm = get_peft_model(model, self.peft_config(model, fcfg))
+        try:
+            params = [p for p in pm.parameters() if p.requires_grad]
+            res = train_lm(
+                pm, params, data, pad_id=base.tokenizer.pad_token_id, steps=acfg.steps, batch_size=acfg.batch_size,
+                lr=fcfg.lr, seed=seed, desc=desc, progress=progress,
+            )
+            pm.save_pretrained(str(out_dir))
+        finally:
+            pm.unload()  # LoRA layers out, base modules (untouched weights) back in place
+            model.__dict__.pop("peft_config", None)  # left by PEFT; the next get_peft_model would warn
+        return {"train_seconds": res.seconds, "final_loss": sum(res.losses[-10:]) / 10,
+                "n_params": sum(p.numel() for p in params)}
+
+    def load(self, path: Path) -> Dict[str, torch.Tensor]:
+        return load_lora_deltas(path)
+
+    def apply(self, model, tensors: Dict[str, torch.Tensor]):
+        return weight_edit(model, tensors)
