@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class Base:
     model: PreTrainedModel
     tokenizer: Any
     path: Path  # directory loadable with from_pretrained
-    key: str  # cache key ("" when loaded from name_or_path)
+    key: str  # cache key, or "weights-<hash>" when loaded from name_or_path
     cache_hit: bool
     train_seconds: float  # pretraining wall time when it was built (0 when loaded by path)
 
@@ -73,6 +74,15 @@ def pretrain(cfg: Config, world: SyntheticWorld, out_dir: Path, progress: bool) 
     }
 
 
+def weights_key(model) -> str:
+    """A content key for a model that did not come from the cache: the hash of its weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return "weights-" + h.hexdigest()[:20]
+
+
 def load_pretrained(name_or_path: str):
     transformers.utils.logging.disable_progress_bar()  # per-shard bars: noise for small models
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
@@ -89,7 +99,7 @@ def get_base(cfg: Config, world: SyntheticWorld, cache: ArtifactCache, progress:
                 f"model.name_or_path: tokenizer of {cfg.model.name_or_path!r} lacks {len(missing)} world words "
                 f"(e.g. {missing[:3]}); it was not trained on this world"
             )
-        return Base(model, tokenizer, Path(cfg.model.name_or_path), "", cache_hit=True, train_seconds=0.0)
+        return Base(model, tokenizer, Path(cfg.model.name_or_path), weights_key(model), cache_hit=True, train_seconds=0.0)
     payload = base_key_payload(cfg)
     key = content_key("base", payload)
     entry = cache.get_or_build("base", key, lambda d: pretrain(cfg, world, d, progress), describe=payload)

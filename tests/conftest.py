@@ -21,6 +21,10 @@ TINY = [
     "model.d_model=32",
     "model.n_layer=1",
     "train.steps=40",
+    "adapters.n=3",
+    "adapters.samples=16",
+    "adapters.steps=10",
+    "adapters.batch_size=8",
     "progress=false",
 ]
 

@@ -19,8 +19,9 @@ class Calibration:
 
 
 def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float, tol: float = 0.005,
-              grid_points: int = 12, max_bisections: int = 30) -> Calibration:
-    grid = [max_scale * 2.0 ** -(grid_points - 1 - i) for i in range(grid_points)]  # ..., max/4, max/2, max
+              octaves: int = 10, steps_per_octave: int = 2, max_bisections: int = 30) -> Calibration:
+    n = octaves * steps_per_octave + 1  # max * 2^-octaves ... max, factor 2^(1/steps_per_octave) apart
+    grid = [max_scale * 2.0 ** (-(n - 1 - i) / steps_per_octave) for i in range(n)]
     lo, r_lo = 0.0, 0.0
     best = (0.0, 0.0)
     for s in grid:

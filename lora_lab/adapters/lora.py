@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict
 
@@ -62,7 +63,9 @@ class LoraFamily:
 
     def train(self, base, fcfg, data: Encoded, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         model = base.model
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            # peft 0.21 calls a transformers-5 deprecated alias; harmless, and not the user's to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             torch.manual_seed(seed)  # A's init
             pm = get_peft_model(model, self.peft_config(model, fcfg))
         try:

@@ -1,0 +1,66 @@
+"""The issues' acceptance bars on the default config (the real base model, trained once here).
+
+Wall-clock limits are measured and reported (README, closing notes, bench/), not asserted here.
+"""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import compose_cfg
+from lora_lab.run import run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """Run the default config with extra overrides against one cache shared by this module."""
+    cache = tmp_path_factory.mktemp("default_cache")
+    out = tmp_path_factory.mktemp("runs")
+    counter = iter(range(100))
+    return lambda *o: run(compose_cfg(["progress=false", f"cache_dir={cache}", *o]), output_dir=out / str(next(counter)))
+
+
+def test_issue1_base_model(default_run):
+    rep = default_run()["base"]
+    assert rep["fit_tv"] <= 0.05
+    assert rep["fact_acc"] >= 0.95
+    assert rep["explicit_acc"] >= 0.95
+    weights = load_file(f"{rep['model_path']}/model.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    again = default_run()["base"]
+    assert again["cache_hit"] and again["cache_key"] == rep["cache_key"]
+
+
+def test_issue2_lora_default(default_run):
+    rows = default_run()["adapters"]["rows"]
+    assert len(rows) == 16
+    for r in rows:
+        assert r["reduction"] >= 0.8, r  # each adapter alone cuts its own gap by >= 80%
+        assert r["fact_acc"] >= 0.90, r  # retain_fraction 0.5 keeps the facts
+        assert r["cal_reachable"] and abs(r["cal_reduction"] - 0.8) <= 0.05, r
+
+
+def test_issue2_steer_bludgeon(default_run):
+    rows = default_run("family=steer", "adapters.retain_fraction=0")["adapters"]["rows"]
+    for r in rows:
+        assert r["reduction"] >= 0.8, r
+        assert r["n_params"] == 2 * 128  # one vector per block
+        if r["cal_reachable"]:
+            assert abs(r["cal_reduction"] - 0.8) <= 0.05, r
+
+
+def test_issue2_prompt_baseline(default_run):
+    rows = default_run("family=prompt")["adapters"]["rows"]
+    assert all(r["gap"] <= 0.05 and r["n_params"] == 0 for r in rows)
+
+
+def test_issue2_calibration_matches_strength_across_families(default_run):
+    for family in ("lora", "steer"):
+        out = default_run(f"family={family}", "adapters.calibrate=true")["adapters"]
+        for r in out["rows"]:
+            if r["cal_reachable"]:
+                assert abs(r["cal_reduction"] - 0.8) <= 0.05, r
+            else:  # reported, never hidden: the best reduction found is below the goal
+                assert r["cal_reduction"] < 0.8, r

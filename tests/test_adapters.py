@@ -1,0 +1,224 @@
+"""Adapter families: invariants of applying, merging, restoring and storing them."""
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from scipy import stats
+
+from conftest import TINY, compose_cfg
+from lora_lab import training
+from lora_lab.adapters import get_family
+from lora_lab.adapters.calibrate import calibrate
+from lora_lab.adapters.lora import lora_deltas
+from lora_lab.adapters.prompt import PromptRewriter, mixture
+from lora_lab.adapters.stage import build_adapters, measure_single
+from lora_lab.base import get_base, load_pretrained
+from lora_lab.cache import ArtifactCache
+from lora_lab.config import validate
+from lora_lab.eval.probes import target_gap
+from lora_lab.interventions import steering, transformer_blocks, weight_edit
+from lora_lab.world import build_world
+
+PROBE = torch.tensor([[1, 5, 9, 12, 7], [1, 8, 3, 6, 10]])  # <bos> + four word ids
+
+
+def _setup(tmp, *overrides):
+    cfg = validate(compose_cfg([*TINY, "adapters.steps=30", *overrides]))
+    world = build_world(cfg.world)
+    cache = ArtifactCache(tmp)
+    base = get_base(cfg, world, cache, progress=False)
+    return cfg, world, cache, base
+
+
+@pytest.fixture(scope="module")
+def lora_setup(tmp_path_factory):
+    cfg, world, cache, base = _setup(tmp_path_factory.mktemp("cache"))
+    adapters = build_adapters(cfg, base, world, cache, progress=False)
+    return cfg, world, cache, base, adapters
+
+
+def _logits(model, ids=PROBE):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_bit_identical(model, state):
+    now = model.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in state.items())
+
+
+def test_lora_deltas_by_hand():
+    a = torch.tensor([[1.0, 2.0, 3.0]])  # r=1, in=3
+    b = torch.tensor([[1.0], [-1.0]])  # out=2
+    state = {"base_model.model.h.0.attn.lora_A.weight": a, "base_model.model.h.0.attn.lora_B.weight": b}
+    linear = lora_deltas(state, scaling=2.0, fan_in_fan_out=False)["h.0.attn"]
+    torch.testing.assert_close(linear, torch.tensor([[2.0, 4.0, 6.0], [-2.0, -4.0, -6.0]]))
+    conv1d = lora_deltas(state, scaling=2.0, fan_in_fan_out=True)["h.0.attn"]
+    torch.testing.assert_close(conv1d, linear.T)
+
+
+def test_merged_lora_equals_unmerged_peft(lora_setup):
+    cfg, world, cache, base, adapters = lora_setup
+    ad = adapters[0]
+    with weight_edit(base.model, ad.tensors):  # ours: W0 + delta, weight 1
+        merged = _logits(base.model)
+    fresh, _ = load_pretrained(str(base.path))  # PEFT's merge/unmerge would drift the shared base
+    pm = PeftModel.from_pretrained(fresh, str(ad.path))  # plain PEFT: adapter active, unmerged
+    unmerged = _logits(pm)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    pm.merge_adapter()  # PEFT's own weight-1 merge of this one adapter
+    torch.testing.assert_close(merged, _logits(pm), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(merged, _logits(base.model), atol=1e-4)  # the adapter does something
+
+
+def test_saved_adapter_loads_in_plain_peft_on_a_fresh_base(lora_setup):
+    cfg, world, cache, base, adapters = lora_setup
+    fresh, _ = load_pretrained(str(base.path))
+    pm = PeftModel.from_pretrained(fresh, str(adapters[1].path))
+    with weight_edit(base.model, adapters[1].tensors):
+        ours = _logits(base.model)
+    torch.testing.assert_close(_logits(pm), ours, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(_logits(pm), _logits(base.model), atol=1e-4)  # the adapter does something
+
+
+def test_weight_edit_restores_base_bit_exactly_also_on_error(lora_setup):
+    cfg, world, cache, base, adapters = lora_setup
+    before = _state(base.model)
+    for ad in adapters:  # many edits in a row: restoration never drifts
+        with weight_edit(base.model, ad.scaled()):
+            assert not torch.equal(_state(base.model)["transformer.h.0.attn.c_attn.weight"],
+                                   before["transformer.h.0.attn.c_attn.weight"])
+    _assert_bit_identical(base.model, before)
+    with pytest.raises(RuntimeError, match="inside"):
+        with weight_edit(base.model, adapters[0].tensors):
+            raise RuntimeError("inside")
+    _assert_bit_identical(base.model, before)
+
+
+def test_steering_hooks_are_removed_also_on_error(lora_setup):
+    cfg, world, cache, base, adapters = lora_setup
+    model = base.model
+    blocks = transformer_blocks(model)
+    plain = _logits(model)
+    zeros = torch.zeros(len(blocks), model.config.hidden_size)
+    with steering(model, zeros):
+        assert all(len(b._forward_hooks) == 1 for b in blocks)
+        torch.testing.assert_close(_logits(model), plain)  # a zero vector changes nothing
+    v = torch.randn(len(blocks), model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="inside"):
+        with steering(model, v):
+            assert not torch.allclose(_logits(model), plain)
+            raise ValueError("inside")
+    assert all(len(b._forward_hooks) == 0 for b in blocks)
+    torch.testing.assert_close(_logits(model), plain)
+
+
+def test_steering_adds_the_vector_to_the_block_output(lora_setup):
+    cfg, world, cache, base, adapters = lora_setup
+    model = base.model
+    blocks = transformer_blocks(model)
+    seen = {}
+    h = blocks[-1].register_forward_hook(lambda m, a, out: seen.__setitem__("out", out.detach().clone()))
+    try:
+        model(input_ids=PROBE)
+        plain = seen["out"]
+        v = torch.zeros(len(blocks), model.config.hidden_size)
+        v[-1, 3] = 2.5
+        with steering(model, v):  # our hook is registered after the probe hook: the probe sees the raw output
+            model(input_ids=PROBE)
+    finally:
+        h.remove()
+    torch.testing.assert_close(seen["out"], plain)  # hook order: probe first
+    out = {}
+    with steering(model, v):
+        h2 = blocks[-1].register_forward_hook(lambda m, a, o: out.__setitem__("o", o.detach().clone()))
+        try:
+            model(input_ids=PROBE)
+        finally:
+            h2.remove()
+    torch.testing.assert_close(out["o"] - plain, v[-1].expand_as(plain))
+
+
+def test_adapters_are_cached_and_deterministic(lora_setup, tmp_path):
+    cfg, world, cache, base, adapters = lora_setup
+    again = build_adapters(cfg, base, world, cache, progress=False)
+    assert all(a.meta["cache_hit"] for a in again)
+    fresh = build_adapters(cfg, base, world, ArtifactCache(tmp_path), progress=False)  # retrain from scratch
+    for a, b in zip(adapters, fresh):
+        assert not b.meta["cache_hit"]
+        assert a.tensors.keys() == b.tensors.keys()
+        assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+def test_steer_family_trains_and_stores_safetensors(tmp_path):
+    cfg, world, cache, base = _setup(tmp_path, "family=steer", "adapters.retain_fraction=0")
+    before = _state(base.model)
+    ads = build_adapters(cfg, base, world, cache, progress=False)
+    _assert_bit_identical(base.model, before)  # training a steering vector leaves the base alone
+    assert {p.name for p in ads[0].path.iterdir()} == {"steering.safetensors", "steering_config.json", "manifest.json"}
+    assert ads[0].tensors["vectors"].shape == (1, 32) and ads[0].meta["n_params"] == 32
+    rows = measure_single(ads, cfg, base, world)
+    assert all(r["gap"] < r["base_gap"] for r in rows)
+
+
+def test_nan_loss_stops_adapter_training_and_caches_nothing(tmp_path, monkeypatch):
+    cfg, world, cache, base = _setup(tmp_path)
+    monkeypatch.setattr(training, "lm_loss", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True))
+    with pytest.raises(training.TrainingDiverged, match="loss is inf"):
+        build_adapters(cfg, base, world, cache, progress=False)
+    assert not list((tmp_path / "adapter_lora").iterdir())
+    assert not hasattr(base.model, "peft_config")  # the base is left clean for the next attempt
+
+
+def test_prompt_rewriter_samples_the_target_proportions(tmp_path):
+    cfg, world, cache, base = _setup(tmp_path, "family=prompt", "+world.targets.pronoun=[0.6,0.3,0.1]")
+    t = next(t for t in world.bias_targets("rebalance", 12) if t.axis == "pronoun")
+    rw = PromptRewriter(world, [t], seed=0)
+    prompt = world.neutral_prompt(t.roles[0], "pronoun")
+    draws = [rw(prompt) for _ in range(3000)]
+    markers = world.axis("pronoun").markers
+    counts = np.array([sum(f" {m} " in d for d in draws) for m in markers])
+    assert counts.sum() == 3000
+    assert stats.chisquare(counts, 3000 * np.array([0.6, 0.3, 0.1])).pvalue > 0.001
+    assert rw("the nurse works at the") == "the nurse works at the"  # other prompts pass through
+    mix = mixture(world, [t])[(t.roles[0], "pronoun")]
+    assert [w for _, w in mix] == pytest.approx([0.6, 0.3, 0.1])
+
+
+def test_single_adapter_measurement_and_calibrated_scale(lora_setup):
+    cfg, world, cache, base, adapters = lora_setup
+    rows = measure_single(adapters, cfg, base, world)
+    for ad, row in zip(adapters, rows):
+        assert row["base_gap"] == pytest.approx(target_gap(base.model, base.tokenizer, world, ad.target))
+        if row["cal_reachable"]:
+            with weight_edit(base.model, {k: v * row["cal_scale"] for k, v in ad.tensors.items()}):
+                gap = target_gap(base.model, base.tokenizer, world, ad.target)
+            assert 1 - gap / row["base_gap"] == pytest.approx(row["cal_reduction"])
+            assert abs(row["cal_reduction"] - 0.8) <= 0.05
+
+
+@pytest.mark.parametrize("curve,goal,reachable", [
+    (lambda s: 1 - np.exp(-s), 0.8, True),  # monotone
+    (lambda s: 0.95 * np.exp(-((s - 1.5) ** 2)), 0.8, True),  # overshoots: the first crossing is taken
+    (lambda s: 0.5 * (1 - np.exp(-s)), 0.8, False),  # never reaches the goal
+])
+def test_calibrate_on_known_curves(curve, goal, reachable):
+    cal = calibrate(curve, goal, max_scale=8.0)
+    assert cal.reachable is reachable
+    if reachable:
+        assert goal <= cal.reduction <= goal + 0.005 and curve(cal.scale) == pytest.approx(cal.reduction)
+        fine = np.linspace(0, 8, 80001)
+        first_crossing = fine[np.argmax(curve(fine) >= goal)]
+        assert cal.scale == pytest.approx(first_crossing, abs=0.05)  # left side of any overshoot
+    else:
+        assert cal.reduction == pytest.approx(max(curve(s) for s in 8.0 * 2.0 ** (-np.arange(21) / 2)))
+
+
+def test_unknown_family_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"valid: \['lora', 'prompt', 'steer'\]"):
+        get_family("ia3")
