@@ -259,6 +259,68 @@ class PromptFamilyConfig:
     name: FamilyName = FamilyName.prompt
 
 
+# --------------------------------------------------------------------------------------- compose
+
+# Which merge methods make sense in which space: a steering vector has no rank to cap or per-matrix
+# signs to elect; the prompt family composes rewrite rules, which are all applied together.
+FAMILY_SPACE = {"lora": "weight", "steer": "output", "prompt": "input"}
+METHODS_BY_SPACE = {"weight": ("sum", "mean", "ties", "dare", "svd"), "output": ("sum", "mean"), "input": ("sum",)}
+ALL_METHODS = METHODS_BY_SPACE["weight"]
+
+
+@dataclass
+class ComposeConfig:
+    """Compositions: M orderings of the N adapters, nested prefixes k over a schedule."""
+
+    orderings: int = 3  # M random orderings (seeded by `seed`)
+    schedule: Any = "all"  # "all": k = 0..N; "pow2": 0, 1, 2, 4, ..., N; or a list of k
+    merge: List[str] = field(default_factory=lambda: ["sum"])
+    lam: float = 1.0  # task-arithmetic scale (sum, ties, dare, svd)
+    density: float = 0.2  # ties: share of entries kept
+    drop: float = 0.5  # dare: drop probability
+    rank: int = 16  # svd: rank cap
+
+    def __post_init__(self) -> None:
+        p = "compose"
+        _require(self.orderings >= 1, f"{p}.orderings", "must be >= 1", self.orderings)
+        _require(len(self.merge) > 0, f"{p}.merge", "needs at least one method", list(self.merge))
+        for m in self.merge:
+            _require(m in ALL_METHODS, f"{p}.merge", f"unknown merge method, valid: {list(ALL_METHODS)}", m)
+        if isinstance(self.schedule, str):
+            _require(self.schedule in ("all", "pow2"), f"{p}.schedule", "must be 'all', 'pow2' or a list of k", self.schedule)
+        else:
+            ks = list(self.schedule)
+            _require(len(ks) > 0 and all(isinstance(k, int) and k >= 0 for k in ks), f"{p}.schedule",
+                     "must be a non-empty list of k >= 0", ks)
+        _require(self.lam > 0, f"{p}.lam", "must be > 0", self.lam)
+        _require(0 < self.density <= 1, f"{p}.density", "must be in (0, 1]", self.density)
+        _require(0 <= self.drop < 1, f"{p}.drop", "must be in [0, 1)", self.drop)
+        _require(self.rank > 0, f"{p}.rank", "must be > 0", self.rank)
+
+    def ks(self, n: int) -> List[int]:
+        if self.schedule == "all":
+            return list(range(n + 1))
+        if self.schedule == "pow2":
+            return sorted({0, n, *(2**i for i in range(n.bit_length()) if 2**i <= n)})
+        return sorted(set(self.schedule))
+
+
+class LogMode(str, Enum):
+    offline = "offline"  # written under the run dir; `wandb sync` uploads later
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases. Offline needs no account and no network."""
+
+    mode: LogMode = LogMode.offline
+    project: str = "lora_lab"
+    entity: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
 # --------------------------------------------------------------------------------------- root
 
 
@@ -271,6 +333,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     family: Any = MISSING
+    compose: ComposeConfig = field(default_factory=ComposeConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0  # model init and training order; the world has its own seed
     cache_dir: Optional[str] = None  # default: $LORA_LAB_CACHE or ~/.cache/lora_lab
     progress: bool = True  # progress bars
@@ -281,6 +345,14 @@ class Config:
             available = w.roles * len(w.axes) if kind == AdapterKind.rebalance else sum(len(a.values) for a in w.axes)
             _require(self.adapters.n <= available, "adapters.n",
                      f"this world has {available} {kind.value} targets", self.adapters.n)
+        n = self.adapters.n
+        beyond = [k for k in self.compose.ks(n) if k > n]
+        _require(not beyond, "compose.schedule", f"k beyond adapters.n={n}", beyond)
+        space = FAMILY_SPACE[self.family.name.value]
+        for m in self.compose.merge:
+            _require(m in METHODS_BY_SPACE[space], "compose.merge",
+                     f"not a {space}-space method for family {self.family.name.value}, valid: "
+                     f"{list(METHODS_BY_SPACE[space])}", m)
 
 
 def register_configs() -> None:
@@ -295,6 +367,8 @@ def register_configs() -> None:
     cs.store(group="schema", name="lora", node=LoraFamilyConfig)
     cs.store(group="schema", name="steer", node=SteerFamilyConfig)
     cs.store(group="schema", name="prompt", node=PromptFamilyConfig)
+    cs.store(group="schema", name="compose", node=ComposeConfig)
+    cs.store(group="schema", name="logger", node=LoggerConfig)
 
 
 def validate(cfg: DictConfig) -> Config:

@@ -1,4 +1,4 @@
-"""Entry point: `python -m lora_lab.run [overrides]`.
+"""Entry point: `python -m lora_lab.run [overrides]`, and `+sweep=stacking` for the headline sweep.
 
 `main` is a thin Hydra wrapper; `run(cfg)` does the work and is what tests call.
 """
@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from .cache import write_json_atomic
 from .config import ConfigError, validate
@@ -29,40 +30,62 @@ def _output_dir(output_dir: Optional[Path]) -> Path:
     return Path.cwd()
 
 
+def _group() -> str:
+    """The W&B group: the sweep's directory name in a multirun, else 'single'."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return "single"
+
+
 def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Validate the config, then world -> base model (cached) -> adapters (cached), writing
-    `base_report.json` and `adapters_report.json` (each adapter measured alone)."""
+    """Validate, then world -> base (cached) -> N adapters (cached) -> compositions -> results.
+
+    Writes `base_report.json`, `adapters_report.json` and `results.parquet` into the output dir.
+    """
     c = validate(cfg)  # every value check, before any work
     # Imported here so a bad config fails in well under a second, without loading torch.
     from .adapters.stage import build_adapters, measure_single, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
+    from .eval.metrics import reference
+    from .results import RESULTS, to_frame, write_parquet_atomic
+    from .stacking import stack
+    from .tracking import tracker
     from .world import build_world
 
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
     world = build_world(c.world)
     cache = ArtifactCache(default_root(c.cache_dir))
-    base = get_base(c, world, cache, progress=c.progress)
-    report = base_report(base, world)
-    report["wall_seconds"] = time.perf_counter() - t0
-    write_json_atomic(out / "base_report.json", report)
-    log.info(
-        "base %s (%s): fit_tv=%.4f fact_acc=%.3f explicit_acc=%.3f ppl=%.3f -> %s",
-        report["cache_key"] or base.path, "cache hit" if base.cache_hit else f"trained in {base.train_seconds:.1f}s",
-        report["fit_tv"], report["fact_acc"], report["explicit_acc"], report["ppl"], out / "base_report.json",
-    )
-    t1 = time.perf_counter()
-    adapters = build_adapters(c, base, world, cache, progress=c.progress)
-    rows = measure_single(adapters, c, base, world)
-    summary = {**summarise(rows), "family": c.family.name.value, "wall_seconds": time.perf_counter() - t1}
-    write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
-    log.info(
-        "%d %s adapters (%d params each): gap reduction mean %.3f min %.3f, fact_acc min %.3f -> %s",
-        summary["n"], summary["family"], summary["n_params_per_adapter"], summary["reduction_mean"],
-        summary["reduction_min"], summary["fact_acc_min"], out / "adapters_report.json",
-    )
-    return {"base": report, "adapters": {"summary": summary, "rows": rows}}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with tracker(c.logger, resolved, name=f"{c.family.name.value}-s{c.seed}", group=_group(), out_dir=out) as track:
+        base = get_base(c, world, cache, progress=c.progress)
+        report = base_report(base, world)
+        write_json_atomic(out / "base_report.json", report)
+        track.log_summary("base", report)
+        log.info(
+            "base %s (%s): fit_tv=%.4f fact_acc=%.3f explicit_acc=%.3f ppl=%.3f",
+            report["cache_key"], "cache hit" if base.cache_hit else f"trained in {base.train_seconds:.1f}s",
+            report["fit_tv"], report["fact_acc"], report["explicit_acc"], report["ppl"],
+        )
+
+        adapters = build_adapters(c, base, world, cache, progress=c.progress)
+        rows = measure_single(adapters, c, base, world)
+        summary = {**summarise(rows), "family": c.family.name.value}
+        write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
+        track.log_summary("adapters", summary)
+        log.info(
+            "%d %s adapters (%d params each): alone, gap reduction mean %.3f min %.3f, fact_acc min %.3f",
+            summary["n"], summary["family"], summary["n_params_per_adapter"], summary["reduction_mean"],
+            summary["reduction_min"], summary["fact_acc_min"],
+        )
+
+        ref = reference(base.model, base.tokenizer, world)
+        df = to_frame(stack(c, base, world, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress))
+        write_parquet_atomic(df, out / RESULTS)
+        track.log_table(df)
+    log.info("%d compositions in %.1fs -> %s", len(df), time.perf_counter() - t0, out / RESULTS)
+    return {"base": report, "adapters": {"summary": summary, "rows": rows}, "results": df}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -25,6 +25,8 @@ TINY = [
     "adapters.samples=16",
     "adapters.steps=10",
     "adapters.batch_size=8",
+    "compose.orderings=2",
+    "logger.mode=disabled",
     "progress=false",
 ]
 

@@ -23,9 +23,16 @@ def test_root_config_composes_and_validates():
     assert isinstance(c, Config) and c.world.roles == 32 and c.model.arch == Arch.gpt2
 
 
+def _root_groups():
+    from omegaconf import OmegaConf
+
+    return {next(iter(d)) for d in OmegaConf.load(CONF / "config.yaml").defaults if not isinstance(d, str)}
+
+
 @pytest.mark.parametrize("group,option", list(_group_options()))
 def test_every_shipped_yaml_composes_and_validates(group, option):
-    cfg = compose_cfg([f"{group}={option}"])
+    plus = "" if group in _root_groups() else "+"  # optional groups (sweep) are appended
+    cfg = compose_cfg([f"{plus}{group}={option}"])
     validate(cfg)
 
 

@@ -1,0 +1,99 @@
+"""Stacking: for M seeded orderings of the N adapters, the nested prefixes k of the schedule,
+composed by each merge method and evaluated. Prefix k+1 is built from prefix k (an accumulator
+per merge method), so each step costs the same whatever k is.
+
+Each (merge, ordering) curve is cached by content once complete: a killed job, rerun, recomputes
+only the curves it had not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .adapters import Adapter, get_family
+from .adapters.prompt import mixture
+from .cache import ArtifactCache, content_key, write_json_atomic
+from .config import Config
+from .eval.metrics import Reference, evaluate, target_gap_of
+from .eval.probes import attribute_distributions
+from .merges import MergeParams, accumulator
+from .world import SyntheticWorld
+
+IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash")
+
+
+def orderings(n: int, m: int, seed: int) -> List[List[int]]:
+    rng = np.random.default_rng([seed, 101])
+    return [rng.permutation(n).tolist() for _ in range(m)]
+
+
+def config_hash(c: Config) -> str:
+    """Everything that determines the numbers (not progress bars, cache location or logging)."""
+    fields = ("world", "model", "train", "adapters", "family", "compose", "seed")
+    return content_key("config", {f: dataclasses.asdict(getattr(c, f)) if dataclasses.is_dataclass(getattr(c, f))
+                                  else getattr(c, f) for f in fields})
+
+
+def merge_params(c: Config) -> MergeParams:
+    k = c.compose
+    return MergeParams(lam=k.lam, density=k.density, drop=k.drop, rank=k.rank, seed=c.seed)
+
+
+def curve(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
+          ref: Reference, identity: Dict[str, Any], progress: bool = False) -> List[Dict[str, Any]]:
+    """One ordering, one merge method: a row per k of the schedule."""
+    family = get_family(c.family.name)
+    model, tok = base.model, base.tokenizer
+    ks = set(c.compose.ks(len(adapters)))
+    acc = accumulator(merge, merge_params(c)) if family.space != "input" else None
+    all_targets = [a.target for a in adapters]
+    rows = []
+    for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
+        if k > 0 and acc is not None:
+            ad = adapters[order[k - 1]]
+            acc.add(ad.scaled(), ad.id)
+        if k not in ks:
+            continue
+        included = [adapters[i].target for i in order[:k]]
+        if k == 0:
+            metrics = evaluate(model, tok, world, ref, [], all_targets)
+        elif family.space == "input":
+            metrics = evaluate(model, tok, world, ref, included, all_targets, mixture(world, included))
+        else:
+            with family.apply(model, acc.result()):
+                metrics = evaluate(model, tok, world, ref, included, all_targets)
+        # Removed again: the base must be back exactly, so this equals the base gap on these targets.
+        metrics["removal_gap"] = target_gap_of(attribute_distributions(model, tok, world), included or all_targets)
+        rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics})
+    return rows
+
+
+def stack(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], ref: Reference,
+          cache: ArtifactCache, on_curve=None, progress: bool = True) -> List[Dict[str, Any]]:
+    """Every (merge, ordering) curve, each loaded from cache when it was finished before."""
+    family = get_family(c.family.name)
+    chash = config_hash(c)
+    identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
+                "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash}
+    orders = orderings(len(adapters), c.compose.orderings, c.seed)
+    jobs = [(m, o) for m in c.compose.merge for o in range(len(orders))]
+    rows: List[Dict[str, Any]] = []
+    for merge, o in tqdm(jobs, desc=f"stack {family.name}", disable=not progress):
+        ident = {**identity, "ordering": o}
+
+        def build(d, merge=merge, o=o, ident=ident):
+            part = curve(c, base, world, adapters, orders[o], merge, ref, ident, progress)
+            write_json_atomic(d / "rows.json", part)
+            return {"rows": len(part)}
+
+        entry = cache.get_or_build("curve", content_key("curve", {"config": chash, "merge": merge, "ordering": o}), build)
+        part = json.loads((entry.path / "rows.json").read_text())
+        rows += part
+        if on_curve is not None:
+            on_curve(part)
+    return rows

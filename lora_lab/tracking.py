@@ -1,0 +1,59 @@
+"""Weights & Biases: the only module that knows about wandb.
+
+`tracker(...)` opens a run (offline by default: no account, no network) and always finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Sequence
+
+import numpy as np
+
+from .config import LoggerConfig
+
+
+class Tracker:
+    def __init__(self, run):
+        self.run = run
+        run.define_metric("k")
+        run.define_metric("*", step_metric="k")
+
+    def log_summary(self, prefix: str, values: Dict[str, Any]) -> None:
+        for key, v in values.items():
+            if isinstance(v, (int, float, bool, str)):
+                self.run.summary[f"{prefix}/{key}"] = v
+
+    def log_curve(self, rows: Sequence[Dict[str, Any]]) -> None:
+        """One (merge, ordering) curve: a chart per metric against k."""
+        from .eval.metrics import METRICS
+
+        for r in rows:
+            self.run.log({"k": r["k"], **{f"{m}/{r['merge']}/ordering_{r['ordering']}": r[m] for m in METRICS}})
+
+    def log_table(self, df) -> None:
+        import wandb
+
+        from .eval.metrics import METRICS
+
+        flat = df.assign(adapters=df.adapters.map(lambda a: "|".join(a)))
+        self.run.log({"results": wandb.Table(dataframe=flat)})
+        for (merge, k), g in df.groupby(["merge", "k"]):  # mean over orderings: the headline curves
+            self.run.log({"k": int(k), **{f"{m}/{merge}/mean": float(np.nanmean(g[m])) for m in METRICS}})
+
+
+@contextmanager
+def tracker(cfg: LoggerConfig, config: Dict[str, Any], name: str, group: str, out_dir: Path) -> Iterator[Tracker]:
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(
+        project=cfg.project, entity=cfg.entity, mode=cfg.mode.value, dir=str(out_dir), config=config, name=name,
+        group=group, tags=list(cfg.tags), reinit="finish_previous",
+    )
+    try:
+        yield Tracker(run)
+    finally:
+        run.finish()
