@@ -23,6 +23,7 @@ from .training import encode_sentences, train_lm
 from .world import SyntheticWorld, build_tokenizer
 
 log = logging.getLogger(__name__)
+transformers.utils.logging.disable_progress_bar()  # per-shard save/load bars: noise at this model size
 
 
 @dataclass
@@ -84,7 +85,6 @@ def weights_key(model) -> str:
 
 
 def load_pretrained(name_or_path: str):
-    transformers.utils.logging.disable_progress_bar()  # per-shard bars: noise for small models
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model.eval(), tokenizer

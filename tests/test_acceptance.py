@@ -3,20 +3,31 @@
 Wall-clock limits are measured and reported (README, closing notes, bench/), not asserted here.
 """
 
+import os
+import subprocess
+import sys
+
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compose_cfg
+from conftest import ROOT, compose_cfg
+from lora_lab.eval.metrics import METRICS
 from lora_lab.run import run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
+def default_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("default_cache")
+
+
+@pytest.fixture(scope="module")
+def default_run(default_cache, tmp_path_factory):
     """Run the default config with extra overrides against one cache shared by this module."""
-    cache = tmp_path_factory.mktemp("default_cache")
+    cache = default_cache
     out = tmp_path_factory.mktemp("runs")
     counter = iter(range(100))
     return lambda *o: run(compose_cfg(["progress=false", f"cache_dir={cache}", *o]), output_dir=out / str(next(counter)))
@@ -64,3 +75,26 @@ def test_issue2_calibration_matches_strength_across_families(default_run):
                 assert abs(r["cal_reduction"] - 0.8) <= 0.05, r
             else:  # reported, never hidden: the best reduction found is below the goal
                 assert r["cal_reduction"] < 0.8, r
+
+
+def test_issue3_default_sweep(default_run, default_cache, tmp_path):
+    """`python -m lora_lab.run +sweep=stacking`, as typed (base and adapters from this module's cache)."""
+    default_run()  # make sure the base is built (shared with the tests above)
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [sys.executable, "-m", "lora_lab.run", "+sweep=stacking", f"cache_dir={default_cache}", "progress=false",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = pd.read_parquet(sweep / "results.parquet")
+    assert set(df.family) == {"lora", "steer", "prompt"}
+    assert df.ordering.nunique() >= 3
+    for _, g in df.groupby(["family", "merge", "ordering"]):
+        assert sorted(g.k) == list(range(17))  # every k of the schedule
+    assert not df[list(METRICS)].isna().any().any()
+    base_gap = df[df.k == 0].bias_target_gap.iloc[0]
+    full = df[df.k == 16]
+    assert (full.removal_gap == base_gap).all()  # all targets removed again: the base gap, exactly
+    assert (df[df.k == 0].removal_gap == base_gap).all()
+    assert len(list(sweep.glob("*/wandb/offline-run-*"))) == 3

@@ -1,0 +1,90 @@
+"""Merge methods against hand computations, and incremental prefixes against from-scratch merges."""
+
+import numpy as np
+import pytest
+import torch
+
+from lora_lab.merges import MergeParams, accumulator, merge
+
+T = torch.tensor
+
+
+def _one(name, deltas, **p):
+    return merge(name, [{"w": d} for d in deltas], [f"a{i}" for i in range(len(deltas))], MergeParams(**p))["w"]
+
+
+def test_sum_is_task_arithmetic():
+    got = _one("sum", [T([[1.0, 2.0], [3.0, 4.0]]), T([[-1.0, 0.0], [1.0, 1.0]])], lam=0.5)
+    torch.testing.assert_close(got, T([[0.0, 1.0], [2.0, 2.5]]))
+
+
+def test_mean():
+    got = _one("mean", [T([2.0, 4.0]), T([0.0, -2.0]), T([1.0, 1.0])])
+    torch.testing.assert_close(got, T([1.0, 1.0]))
+
+
+def test_ties_by_the_papers_steps():
+    # density 0.5 keeps the 2 largest-magnitude entries of each delta
+    d1, d2, d3 = T([4.0, -3.0, 0.5, 1.0]), T([-2.0, -1.0, 3.0, 0.1]), T([1.0, -5.0, -0.2, 2.0])
+    # trimmed: [4,-3,0,0], [-2,0,3,0], [0,-5,0,2]; summed [2,-8,3,2] elects signs [+,-,+,+]
+    # disjoint mean of agreeing non-zeros: [4], [-3,-5], [3], [2]
+    torch.testing.assert_close(_one("ties", [d1, d2, d3], density=0.5), T([4.0, -4.0, 3.0, 2.0]))
+    torch.testing.assert_close(_one("ties", [d1, d2, d3], density=0.5, lam=2.0), T([8.0, -8.0, 6.0, 4.0]))
+
+
+def test_ties_of_one_delta_at_full_density_is_that_delta():
+    d = T([[0.3, -1.0], [2.0, 0.0]])
+    torch.testing.assert_close(_one("ties", [d], density=1.0), d)
+
+
+def test_dare_drops_and_rescales():
+    d = torch.linspace(1, 2, 10000)
+    got = _one("dare", [d], drop=0.7, seed=3)
+    kept = got != 0
+    assert abs(kept.float().mean().item() - 0.3) < 0.02  # each entry dropped with probability 0.7
+    torch.testing.assert_close(got[kept], d[kept] / 0.3)  # survivors rescaled by 1 / (1 - p)
+    assert abs(got.mean().item() / d.mean().item() - 1) < 0.03  # unbiased in expectation
+    torch.testing.assert_close(_one("dare", [d], drop=0.0), d)  # p = 0 is plain task arithmetic
+
+
+def test_dare_masks_follow_the_adapter_not_the_order():
+    a, b = T([1.0] * 64), T([2.0] * 64)
+    p = MergeParams(drop=0.5, seed=1)
+    ab = merge("dare", [{"w": a}, {"w": b}], ["x", "y"], p)["w"]
+    ba = merge("dare", [{"w": b}, {"w": a}], ["y", "x"], p)["w"]
+    torch.testing.assert_close(ab, ba)
+    other_seed = merge("dare", [{"w": a}, {"w": b}], ["x", "y"], MergeParams(drop=0.5, seed=2))["w"]
+    assert not torch.equal(ab, other_seed)
+
+
+def test_svd_keeps_the_dominant_directions():
+    u1, u2 = T([1.0, 0.0, 0.0]), T([0.0, 1.0, 0.0])
+    v1, v2 = T([0.0, 0.6, 0.8]), T([1.0, 0.0, 0.0])
+    big, small = 3.0 * torch.outer(u1, v1), 1.0 * torch.outer(u2, v2)
+    torch.testing.assert_close(_one("svd", [big, small], rank=1), big, atol=1e-6, rtol=0)
+    torch.testing.assert_close(_one("svd", [big, small], rank=2), big + small, atol=1e-6, rtol=0)
+
+
+def test_weight_one_merge_of_one_adapter_reproduces_it():
+    d = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
+    for name in ("sum", "mean", "svd"):
+        torch.testing.assert_close(_one(name, [d], rank=7), d)
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"valid: \['dare', 'mean', 'sum', 'svd', 'ties'\]"):
+        accumulator("magic", MergeParams())
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "ties", "dare", "svd"])
+def test_incremental_prefixes_equal_from_scratch(name):
+    g = torch.Generator().manual_seed(0)
+    deltas = [{"a": torch.randn(6, 4, generator=g), "b": torch.randn(3, 5, generator=g)} for _ in range(7)]
+    ids = [f"ad{i}" for i in range(7)]
+    p = MergeParams(lam=0.7, density=0.3, drop=0.4, rank=2, seed=5)
+    acc = accumulator(name, p)
+    for k in range(1, 8):
+        acc.add(deltas[k - 1], ids[k - 1])
+        inc, scratch = acc.result(), merge(name, deltas[:k], ids[:k], p)
+        for key in ("a", "b"):
+            torch.testing.assert_close(inc[key], scratch[key], rtol=1e-5, atol=1e-6)

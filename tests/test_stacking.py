@@ -1,0 +1,181 @@
+"""The stacking job: schedule, table schema, invariants, determinism, resume, tracking, the sweep."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, TINY, compose_cfg
+from lora_lab import stacking
+from lora_lab.base import get_base
+from lora_lab.cache import ArtifactCache
+from lora_lab.config import ComposeConfig, ConfigError, validate
+from lora_lab.eval.metrics import METRICS, reference, target_gap_of
+from lora_lab.run import run
+from lora_lab.world import build_world
+
+COLUMNS = [*stacking.IDENTITY, *METRICS]
+
+
+def _run(tmp, *o, cache=None):
+    return run(compose_cfg([*TINY, f"cache_dir={cache or tmp / 'cache'}", *o]), output_dir=tmp / "out")
+
+
+def test_schedules():
+    assert ComposeConfig().ks(5) == [0, 1, 2, 3, 4, 5]
+    assert ComposeConfig(schedule="pow2").ks(12) == [0, 1, 2, 4, 8, 12]
+    assert ComposeConfig(schedule=[4, 0, 2, 2]).ks(8) == [0, 2, 4]
+
+
+def test_orderings_are_seeded_permutations():
+    a, b, c = stacking.orderings(10, 3, 0), stacking.orderings(10, 3, 0), stacking.orderings(10, 3, 1)
+    assert a == b and a != c
+    assert all(sorted(o) == list(range(10)) for o in a) and len({tuple(o) for o in a}) == 3
+
+
+def test_results_table_schema_and_nesting(tmp_path):
+    df = _run(tmp_path, "compose.merge=[sum,mean,ties,dare,svd]")["results"]
+    on_disk = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert list(on_disk.columns) == COLUMNS
+    assert len(on_disk) == 5 * 2 * 4  # merges x orderings x k in 0..3
+    assert on_disk[list(METRICS)].notna().all().all()
+    assert all(on_disk[m].dtype == np.float64 for m in METRICS)
+    pd.testing.assert_frame_equal(on_disk, df)
+    for (merge, o), g in on_disk.groupby(["merge", "ordering"]):
+        ids = [list(a) for a in g.sort_values("k").adapters]
+        assert [len(a) for a in ids] == [0, 1, 2, 3]
+        assert all(ids[k + 1][:k] == ids[k] for k in range(3))  # nested prefixes
+    assert on_disk.groupby("ordering").adapters.apply(lambda s: tuple(s.iloc[-1])).nunique() == 2
+
+
+def test_removal_gap_is_the_base_gap_exactly(tmp_path):
+    df = _run(tmp_path, "family=steer")["results"]
+    df = pd.concat([df, _run(tmp_path, "family=lora", "compose.merge=[sum,ties,svd]")["results"]])
+    c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
+    world = build_world(c.world)
+    base = get_base(c, world, ArtifactCache(tmp_path / "cache"), progress=False)
+    ref = reference(base.model, base.tokenizer, world)
+    targets = {t.id: t for t in world.bias_targets("rebalance", c.adapters.n)}
+    for _, row in df.iterrows():
+        included = [targets[i] for i in row.adapters] or list(targets.values())
+        assert row.removal_gap == target_gap_of(ref.dists, included)  # exact: the base came back bit-identical
+    assert (df[df.k == 0].bias_target_gap == df[df.k == 0].removal_gap).all()
+
+
+def test_prompt_baseline_costs_no_quality(tmp_path):
+    out = _run(tmp_path, "family=prompt", "train.steps=500", "model.d_model=64")  # a base that follows markers
+    assert out["base"]["explicit_acc"] > 0.9
+    df = out["results"]
+    assert (df.quality_ppl_ratio == 1.0).all() and (df.quality_fact_acc == df.quality_fact_acc.iloc[0]).all()
+    assert (df[df.k > 0].bias_target_gap < 0.05).all()
+
+
+def test_same_config_same_numbers(tmp_path):
+    a = _run(tmp_path / "a", "compose.merge=[dare]")["results"]
+    b = _run(tmp_path / "b", "compose.merge=[dare]")["results"]  # separate caches: everything recomputed
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_resume_after_injected_failure(tmp_path, monkeypatch):
+    reference_df = _run(tmp_path / "ref", "compose.merge=[sum,mean]")["results"]
+    real, calls = stacking.curve, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("injected")
+        return real(*a, **k)
+
+    monkeypatch.setattr(stacking, "curve", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        _run(tmp_path / "job", "compose.merge=[sum,mean]")
+    assert len(calls) == 3  # two curves finished, the third died
+    monkeypatch.setattr(stacking, "curve", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    resumed = _run(tmp_path / "job", "compose.merge=[sum,mean]")["results"]
+    assert len(calls) == 3 + 2  # only the two unfinished curves were computed
+    pd.testing.assert_frame_equal(resumed, reference_df)
+    assert not resumed.duplicated(["merge", "ordering", "k"]).any()
+
+
+def test_wandb_offline_run_is_written_and_finished_even_on_error(tmp_path, monkeypatch):
+    import wandb
+
+    _run(tmp_path, "logger.mode=offline")
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    monkeypatch.setattr(stacking, "curve", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        _run(tmp_path / "err", "logger.mode=offline", cache=tmp_path / "cache_err")
+    assert wandb.run is None  # finished in `finally`
+
+
+def test_wandb_disabled_writes_nothing(tmp_path):
+    _run(tmp_path, "logger.mode=disabled")
+    assert not (tmp_path / "out" / "wandb").exists()
+
+
+@pytest.mark.parametrize("override,field", [
+    ("family.name=ia3", None),  # not a family: compose-time enum error
+    ("compose.merge=[magic]", "compose.merge"),
+    ("compose.merge=[ties]", "compose.merge"),  # with family=steer: not an output-space method
+    ("compose.schedule=[0,1,9]", "compose.schedule"),
+    ("family.rank=0", "family.rank"),
+    ("family.lr=-0.1", "family.lr"),
+    ("compose.orderings=0", "compose.orderings"),
+])
+def test_bad_stacking_config_fails_naming_the_field(override, field):
+    extra = ["family=steer"] if "ties" in override else []
+    if field is None:
+        from hydra.errors import ConfigCompositionException
+
+        with pytest.raises(ConfigCompositionException):
+            compose_cfg([*TINY, *extra, override])
+        return
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([*TINY, *extra, override]))
+    assert str(e.value).startswith(field + ":")
+
+
+def _sweep(tmp, sweep_dir, cache, *extra, **popen):
+    cmd = [sys.executable, "-m", "lora_lab.run", "+sweep=stacking", *TINY, f"cache_dir={cache}",
+           f"hydra.sweep.dir={sweep_dir}", *extra]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_sweep_runs_every_family_and_combines(tmp_path):
+    p = _sweep(tmp_path, tmp_path / "sweep", tmp_path / "cache")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    df = pd.read_parquet(tmp_path / "sweep" / "results.parquet")
+    assert set(df.family) == {"lora", "steer", "prompt"} and df.ordering.nunique() == 2
+    assert len(df) == 3 * 2 * 4 and list(df.columns) == COLUMNS
+    assert "results: " in out and str(tmp_path / "sweep" / "results.parquet") in out
+
+
+def test_killed_sweep_resumes_without_recomputing_or_duplicating(tmp_path):
+    cache = tmp_path / "cache"
+    p = _sweep(tmp_path, tmp_path / "first", cache)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / "first" / "1" / "results.parquet").exists():
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)  # mid-sweep: job 0 done, job 1 done or running, job 2 not started
+    p.communicate()
+    done = {e: e.stat().st_mtime_ns for e in (cache / "curve").iterdir() if not e.name.startswith(".")}
+    assert done
+    p = _sweep(tmp_path, tmp_path / "second", cache)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    assert all(e.stat().st_mtime_ns == t for e, t in done.items())  # finished curves were not recomputed
+    resumed = pd.read_parquet(tmp_path / "second" / "results.parquet")
+    p = _sweep(tmp_path, tmp_path / "clean", tmp_path / "clean_cache")
+    p.communicate(timeout=300)
+    uninterrupted = pd.read_parquet(tmp_path / "clean" / "results.parquet")
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
+    assert not resumed.duplicated(["family", "merge", "ordering", "k"]).any()
