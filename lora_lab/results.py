@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("lora_lab")
 RESULTS = "results.parquet"
+TARGET_GAPS = "target_gaps.parquet"
 
 
 def to_frame(rows: Sequence[Dict[str, Any]]) -> pd.DataFrame:
@@ -25,6 +26,22 @@ def to_frame(rows: Sequence[Dict[str, Any]]) -> pd.DataFrame:
 
     df = pd.DataFrame(list(rows), columns=[*IDENTITY, *METRICS])
     return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", **{m: "float64" for m in METRICS}})
+
+
+def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:
+    """Long table: one row per (composition, included adapter) with the adapter's own gap there
+    and alone (k = 1, at the strength it is stacked with)."""
+    from .stacking import TARGET_GAPS
+
+    out = [
+        {"run_id": r["run_id"], "family": r["family"], "merge": r["merge"], "ordering": r["ordering"], "k": r["k"],
+         "seed": r["seed"], "config_hash": r["config_hash"], "adapter": a, "position": i + 1, "gap": g,
+         "alone_gap": alone[a]}
+        for r in rows
+        for i, (a, g) in enumerate(r[TARGET_GAPS].items())
+    ]
+    return pd.DataFrame(out, columns=["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter",
+                                      "position", "gap", "alone_gap"])
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -38,13 +55,15 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def combine(sweep_dir: Path) -> pd.DataFrame:
-    """Concatenate every job's table under `sweep_dir` into `sweep_dir/results.parquet`."""
+    """Concatenate every job's tables under `sweep_dir` into `sweep_dir/results.parquet` (and
+    `target_gaps.parquet`)."""
     sweep_dir = Path(sweep_dir)
-    parts: List[pd.DataFrame] = [pd.read_parquet(p) for p in sorted(sweep_dir.glob(f"*/{RESULTS}"))]
-    if not parts:
-        raise FileNotFoundError(f"no {RESULTS} under {sweep_dir}/*/")
-    df = pd.concat(parts, ignore_index=True)
-    write_parquet_atomic(df, sweep_dir / RESULTS)
+    for name in (TARGET_GAPS, RESULTS):
+        parts: List[pd.DataFrame] = [pd.read_parquet(p) for p in sorted(sweep_dir.glob(f"*/{name}"))]
+        if not parts:
+            raise FileNotFoundError(f"no {name} under {sweep_dir}/*/")
+        df = pd.concat(parts, ignore_index=True)
+        write_parquet_atomic(df, sweep_dir / name)
     return df
 
 
@@ -75,6 +94,7 @@ def summary(df: pd.DataFrame, path: Path) -> str:
         "at the largest k (mean over orderings and seeds):",
         table.to_string(float_format=lambda x: f"{x:.3f}"),
         "",
-        f"open it:   python -c \"import pandas as pd; print(pd.read_parquet('{path}'))\"",
+        f"figures, H1-H6 statistics and dashboard:   python -m analysis.report {path.parent}",
+        f"the table in pandas:   pd.read_parquet('{path}')",
         "",
     ])

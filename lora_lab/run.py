@@ -40,7 +40,8 @@ def _group() -> str:
 def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Validate, then world -> base (cached) -> N adapters (cached) -> compositions -> results.
 
-    Writes `base_report.json`, `adapters_report.json` and `results.parquet` into the output dir.
+    Writes `base_report.json`, `adapters_report.json`, `results.parquet` and `target_gaps.parquet`
+    (each adapter's own gap in every composition) into the output dir.
     """
     c = validate(cfg)  # every value check, before any work
     # Imported here so a bad config fails in well under a second, without loading torch.
@@ -48,7 +49,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
     from .eval.metrics import reference
-    from .results import RESULTS, to_frame, write_parquet_atomic
+    from .results import RESULTS, TARGET_GAPS, target_gaps_frame, to_frame, write_parquet_atomic
     from .stacking import stack
     from .tracking import tracker
     from .world import build_world
@@ -81,7 +82,10 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
         )
 
         ref = reference(base.model, base.tokenizer, world)
-        df = to_frame(stack(c, base, world, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress))
+        curves = stack(c, base, world, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
+        alone = {r["adapter"]: r["stacked_gap"] for r in rows}
+        write_parquet_atomic(target_gaps_frame(curves, alone), out / TARGET_GAPS)
+        df = to_frame(curves)
         write_parquet_atomic(df, out / RESULTS)
         track.log_table(df)
     log.info("%d compositions in %.1fs -> %s", len(df), time.perf_counter() - t0, out / RESULTS)

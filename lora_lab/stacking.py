@@ -24,6 +24,7 @@ from .eval.probes import attribute_distributions
 from .merges import MergeParams, accumulator
 from .world import SyntheticWorld
 
+TARGET_GAPS = "_target_gaps"  # per-row {adapter id: its own gap}; goes to target_gaps.parquet, not results
 IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash")
 
 
@@ -46,7 +47,8 @@ def merge_params(c: Config) -> MergeParams:
 
 def curve(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
           ref: Reference, identity: Dict[str, Any], progress: bool = False) -> List[Dict[str, Any]]:
-    """One ordering, one merge method: a row per k of the schedule."""
+    """One ordering, one merge method: a row per k of the schedule (with each included
+    adapter's own gap under `TARGET_GAPS`)."""
     family = get_family(c.family.name)
     model, tok = base.model, base.tokenizer
     ks = set(c.compose.ks(len(adapters)))
@@ -61,15 +63,16 @@ def curve(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], o
             continue
         included = [adapters[i].target for i in order[:k]]
         if k == 0:
-            metrics = evaluate(model, tok, world, ref, [], all_targets)
+            metrics, gaps = evaluate(model, tok, world, ref, [], all_targets)
         elif family.space == "input":
-            metrics = evaluate(model, tok, world, ref, included, all_targets, mixture(world, included))
+            metrics, gaps = evaluate(model, tok, world, ref, included, all_targets, mixture(world, included))
         else:
             with family.apply(model, acc.result()):
-                metrics = evaluate(model, tok, world, ref, included, all_targets)
+                metrics, gaps = evaluate(model, tok, world, ref, included, all_targets)
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = target_gap_of(attribute_distributions(model, tok, world), included or all_targets)
-        rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics})
+        rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
+                     TARGET_GAPS: gaps})
     return rows
 
 
@@ -91,7 +94,7 @@ def stack(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], r
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 
-        entry = cache.get_or_build("curve", content_key("curve", {"config": chash, "merge": merge, "ordering": o}), build)
+        entry = cache.get_or_build("curve", content_key("curve", {"config": chash, "merge": merge, "ordering": o, "rows": 2}), build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part
         if on_curve is not None:

@@ -89,12 +89,14 @@ def measure_single(adapters: List[Adapter], cfg, base, world: SyntheticWorld) ->
             "adapter": ad.id, "family": family.name, "kind": t.kind, "n_params": ad.meta.get("n_params", 0),
             "train_seconds": ad.meta.get("train_seconds", 0.0), "cache_hit": ad.meta.get("cache_hit"),
             "base_gap": base_gap, "gap": gap, "reduction": 1 - gap / base_gap,
+            "stacked_gap": gap,  # alone, at the strength it is stacked with
         }
         if family.trainable:
             cal = calibrate(lambda s: 1 - gap_at(s) / base_gap, cfg.adapters.calibration_target, cfg.adapters.max_scale)
             row.update(cal_scale=cal.scale, cal_reduction=cal.reduction, cal_reachable=cal.reachable)
             if cfg.adapters.calibrate:
                 ad.scale = cal.scale
+                row["stacked_gap"] = base_gap * (1 - cal.reduction)
         with family.apply(model, ad.scaled()):
             row["fact_acc"] = fact_accuracy(model, tok, world)
         rows.append(row)

@@ -45,12 +45,17 @@ def covered(targets: Sequence[BiasTarget]) -> Set[Tuple[int, str]]:
 
 def target_gap_of(dists: Mapping[str, np.ndarray], targets: Sequence[BiasTarget]) -> float:
     """Mean over targets of each target's mean TV distance to its wanted distribution."""
-    return float(np.mean([tv_distance(dists[t.axis][list(t.roles)], np.asarray(t.dist)).mean() for t in targets]))
+    return float(np.mean(list(per_target_gaps(dists, targets).values())))
+
+
+def per_target_gaps(dists: Mapping[str, np.ndarray], targets: Sequence[BiasTarget]) -> Dict[str, float]:
+    return {t.id: float(tv_distance(dists[t.axis][list(t.roles)], np.asarray(t.dist)).mean()) for t in targets}
 
 
 def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequence[BiasTarget],
-             all_targets: Sequence[BiasTarget], mixture: Optional[Mapping] = None) -> Dict[str, float]:
-    """Every metric but `removal_gap`, for the model as it is now (composition applied).
+             all_targets: Sequence[BiasTarget], mixture: Optional[Mapping] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Every metric but `removal_gap`, for the model as it is now (composition applied), and each
+    included target's own gap.
 
     `bias_target_gap` is over the included targets (k = 0: over all targets, the base gap);
     `bias_offtarget_drift` over every (role, axis) of the world that no included target covers
@@ -64,7 +69,7 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
         for r in range(len(world.roles))
         if (r, ax.name) not in cov
     ]
-    return {
+    metrics = {
         "quality_ppl_ratio": perplexity(model, tok, ref.heldout) / ref.ppl,
         "quality_fact_acc": fact_accuracy(model, tok, world),
         "bias_target_gap": target_gap_of(dists, included or all_targets),
@@ -72,3 +77,4 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
         "control_explicit_acc": explicit_accuracy(model, tok, world),
         "diversity_entropy": float(np.mean([normalised_entropy(dists[ax.name]).mean() for ax in world.axes])),
     }
+    return metrics, per_target_gaps(dists, included)
