@@ -61,6 +61,11 @@ def primary_merge(g: pd.DataFrame) -> str:
     return sorted(g["merge"].unique(), key=lambda m: (m != "sum", m))[0]
 
 
+def _legend_below(ax, ncol: int = 1) -> None:
+    """Outside the axes, under the x label: never on top of the data, whatever it looks like."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol, handlelength=2.2)
+
+
 def _line_with_band(ax, b: pd.DataFrame, color: str, label: str, marker: Optional[str] = None) -> None:
     ax.plot(b.k, b["mean"], color=color, label=label, marker=marker, markersize=2.5)
     ax.fill_between(b.k, b.lo, b.hi, color=color, alpha=0.2, linewidth=0)
@@ -81,7 +86,7 @@ def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
             ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
         ax.set(xlabel=K_LABEL, ylabel=label, title=title)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="best")
+        _legend_below(ax)
         return _save(fig, out, f"fig_{metric}")
 
 
@@ -98,10 +103,10 @@ def merge_figure(df: pd.DataFrame, family: str, out: Path) -> List[Path]:
             if metric == "quality_ppl_ratio":
                 ax.set_yscale("log")
         axes[0].set_title(f"Merge methods, {FAMILY_LABEL.get(family, family)}")
-        axes[0].legend(loc="best", ncol=min(3, len(merges)))
         axes[1].set_xlabel(K_LABEL)
         axes[1].xaxis.get_major_locator().set_params(integer=True)
         fig.align_ylabels(axes)
+        _legend_below(axes[1], ncol=min(5, len(merges)))
         return _save(fig, out, f"fig_merges_{family}")
 
 
@@ -123,7 +128,7 @@ def interference_figure(gaps: pd.DataFrame, out: Path) -> List[Path]:
         ax.axhline(0.0, color="0.4", linewidth=0.6, linestyle="--")
         ax.set(xlabel=K_LABEL, ylabel="gap in stack − gap alone (TV)", title="Interference between stacked adapters")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="upper left")
+        _legend_below(ax)
         return _save(fig, out, "fig_interference")
 
 

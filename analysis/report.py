@@ -75,7 +75,7 @@ def claims_markdown(claims: List[Claim], per_k: pd.DataFrame) -> str:
     if not per_k.empty:
         lines += ["", "## H2 at each k", "", "Wilcoxon signed-rank (one-sided, output > weight), paired by seed and ordering.",
                   "", "| k | mean difference in ppl ratio | p | pairs |", "|---|---|---|---|"]
-        lines += [f"| {r.k} | {_fmt(r['diff'])} | {_fmt(r.p)} | {r.n} |" for _, r in per_k.iterrows()]
+        lines += [f"| {int(r.k)} | {_fmt(r.diff)} | {_fmt(r.p)} | {int(r.n)} |" for r in per_k.itertuples()]
     return "\n".join(lines) + "\n"
 
 

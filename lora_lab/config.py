@@ -349,10 +349,15 @@ class Config:
         beyond = [k for k in self.compose.ks(n) if k > n]
         _require(not beyond, "compose.schedule", f"k beyond adapters.n={n}", beyond)
         space = FAMILY_SPACE[self.family.name.value]
-        for m in self.compose.merge:
-            _require(m in METHODS_BY_SPACE[space], "compose.merge",
-                     f"not a {space}-space method for family {self.family.name.value}, valid: "
-                     f"{list(METHODS_BY_SPACE[space])}", m)
+        _require(bool(self.merges()), "compose.merge",
+                 f"no {space}-space method for family {self.family.name.value}, valid: {list(METHODS_BY_SPACE[space])}",
+                 list(self.compose.merge))
+
+    def merges(self) -> List[str]:
+        """The listed merge methods that apply in this family's space (a sweep over families can
+        list e.g. [sum, ties]: LoRA runs both, steering and prompt only sum)."""
+        space = FAMILY_SPACE[self.family.name.value]
+        return [m for m in self.compose.merge if m in METHODS_BY_SPACE[space]]
 
 
 def register_configs() -> None:

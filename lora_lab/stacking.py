@@ -84,7 +84,7 @@ def stack(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], r
     identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
                 "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash}
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
-    jobs = [(m, o) for m in c.compose.merge for o in range(len(orders))]
+    jobs = [(m, o) for m in c.merges() for o in range(len(orders))]
     rows: List[Dict[str, Any]] = []
     for merge, o in tqdm(jobs, desc=f"stack {family.name}", disable=not progress):
         ident = {**identity, "ordering": o}

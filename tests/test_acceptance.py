@@ -98,3 +98,14 @@ def test_issue3_default_sweep(default_run, default_cache, tmp_path):
     assert (full.removal_gap == base_gap).all()  # all targets removed again: the base gap, exactly
     assert (df[df.k == 0].removal_gap == base_gap).all()
     assert len(list(sweep.glob("*/wandb/offline-run-*"))) == 3
+    assert f"python -m analysis.report {sweep}" in r.stdout  # the end-of-sweep summary says what to do next
+
+    # issue 4: the report on the default sweep's output
+    from analysis.report import main
+
+    assert main([str(sweep)]) == 0
+    report = sweep / "report"
+    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 8  # 7 metrics + interference
+    claims = (report / "claims.md").read_text()
+    for h in ("H1 (lora)", "H1 (steer)", "H2", "H3 (lora)", "H4a (lora)", "H5", "H6"):
+        assert f"| {h} |" in claims

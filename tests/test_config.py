@@ -73,6 +73,12 @@ def test_typos_and_types_fail_at_compose_time(override, exc):
         compose_cfg([override])
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_composes_with_the_sweep_and_validates(name):
+    cfg = compose_cfg(["+sweep=stacking", f"+experiments={name}"])
+    validate(cfg)
+
+
 def test_hub_ids_are_not_checked_as_paths():
     c = validate(compose_cfg(["model.name_or_path=org/some-model"]))
     assert c.model.name_or_path == "org/some-model"

@@ -27,6 +27,12 @@ def _run(tmp, *o, cache=None):
     return run(compose_cfg([*TINY, f"cache_dir={cache or tmp / 'cache'}", *o]), output_dir=tmp / "out")
 
 
+def test_merge_lists_apply_per_space():
+    for fam, expected in (("lora", ["sum", "mean", "ties"]), ("steer", ["sum", "mean"]), ("prompt", ["sum"])):
+        c = validate(compose_cfg([*TINY, f"family={fam}", "compose.merge=[sum,mean,ties]"]))
+        assert c.merges() == expected
+
+
 def test_schedules():
     assert ComposeConfig().ks(5) == [0, 1, 2, 3, 4, 5]
     assert ComposeConfig(schedule="pow2").ks(12) == [0, 1, 2, 4, 8, 12]
