@@ -17,9 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .cache import ArtifactCache, content_key
 from .config import Config
-from .eval.probes import attribute_distributions, explicit_accuracy, fact_accuracy, perplexity, tv_distance
 from .model.build import build_model
-from .training import encode_sentences, train_lm
+from .training import LMObjective, encode_sentences, train
 from .world import SyntheticWorld, build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,8 @@ def pretrain(cfg: Config, world: SyntheticWorld, out_dir: Path, progress: bool) 
     steps = t.total_steps(len(data))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # dropout, if any
-        res = train_lm(
-            model, list(model.parameters()), data, pad_id=tokenizer.pad_token_id, steps=steps,
+        res = train(
+            model, list(model.parameters()), LMObjective(data, tokenizer.pad_token_id), steps=steps,
             batch_size=t.batch_size, lr=t.lr, seed=cfg.seed, warmup_steps=int(t.warmup_ratio * steps),
             min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
             desc="pretrain base", progress=progress,
@@ -90,10 +89,13 @@ def load_pretrained(name_or_path: str):
     return model.eval(), tokenizer
 
 
-def get_base(cfg: Config, world: SyntheticWorld, cache: ArtifactCache, progress: bool = True) -> Base:
+def get_base(cfg: Config, task, cache: ArtifactCache, progress: bool = True) -> Base:
+    """Load `model.name_or_path`, or pretrain on the task's world (cached by content)."""
     if cfg.model.name_or_path:
         model, tokenizer = load_pretrained(cfg.model.name_or_path)
-        missing = [w for w in world.vocab if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id]
+        world = getattr(task, "world", None)
+        vocab = getattr(world, "vocab", None)
+        missing = [w for w in vocab if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id] if vocab else []
         if missing:
             raise ValueError(
                 f"model.name_or_path: tokenizer of {cfg.model.name_or_path!r} lacks {len(missing)} world words "
@@ -102,21 +104,15 @@ def get_base(cfg: Config, world: SyntheticWorld, cache: ArtifactCache, progress:
         return Base(model, tokenizer, Path(cfg.model.name_or_path), weights_key(model), cache_hit=True, train_seconds=0.0)
     payload = base_key_payload(cfg)
     key = content_key("base", payload)
-    entry = cache.get_or_build("base", key, lambda d: pretrain(cfg, world, d, progress), describe=payload)
+    entry = cache.get_or_build("base", key, lambda d: pretrain(cfg, task.world, d, progress), describe=payload)
     model, tokenizer = load_pretrained(str(entry.path))
     return Base(model, tokenizer, entry.path, key, entry.hit, float(entry.meta["train_seconds"]))
 
 
-def base_report(base: Base, world: SyntheticWorld) -> Dict[str, Any]:
-    """How well the base model learned the world (the `base_report.json` fields)."""
-    dists = attribute_distributions(base.model, base.tokenizer, world)
-    fit = np.concatenate([tv_distance(dists[a.name], world.base_dist[a.name]) for a in world.axes])
+def base_report(base: Base, task) -> Dict[str, Any]:
+    """What the task measures on the base (`base_report.json`), plus where it came from."""
     return {
-        "fit_tv": float(fit.mean()),
-        "fit_tv_max": float(fit.max()),
-        "fact_acc": fact_accuracy(base.model, base.tokenizer, world),
-        "explicit_acc": explicit_accuracy(base.model, base.tokenizer, world),
-        "ppl": perplexity(base.model, base.tokenizer, world.heldout_text()),
+        **task.base_report(base.model, base.tokenizer),
         "train_seconds": base.train_seconds,
         "cache_hit": base.cache_hit,
         "cache_key": base.key,

@@ -20,12 +20,14 @@ RESULTS = "results.parquet"
 TARGET_GAPS = "target_gaps.parquet"
 
 
-def to_frame(rows: Sequence[Dict[str, Any]]) -> pd.DataFrame:
+def to_frame(rows: Sequence[Dict[str, Any]], extra_metrics: Sequence[str] = ()) -> pd.DataFrame:
+    """DESIGN.md's columns, then the task's own metric columns."""
     from .eval.metrics import METRICS
     from .stacking import IDENTITY
 
-    df = pd.DataFrame(list(rows), columns=[*IDENTITY, *METRICS])
-    return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", **{m: "float64" for m in METRICS}})
+    metrics = [*METRICS, *extra_metrics]
+    df = pd.DataFrame(list(rows), columns=[*IDENTITY, *metrics])
+    return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", **{m: "float64" for m in metrics}})
 
 
 def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:

@@ -48,44 +48,41 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     from .adapters.stage import build_adapters, measure_single, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
-    from .eval.metrics import reference
     from .results import RESULTS, TARGET_GAPS, target_gaps_frame, to_frame, write_parquet_atomic
     from .stacking import stack
     from .tracking import tracker
-    from .world import build_world
+    from .tasks import build_task
 
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
-    world = build_world(c.world)
+    task = build_task(c.world)
     cache = ArtifactCache(default_root(c.cache_dir))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with tracker(c.logger, resolved, name=f"{c.family.name.value}-s{c.seed}", group=_group(), out_dir=out) as track:
-        base = get_base(c, world, cache, progress=c.progress)
-        report = base_report(base, world)
+        base = get_base(c, task, cache, progress=c.progress)
+        report = base_report(base, task)
         write_json_atomic(out / "base_report.json", report)
         track.log_summary("base", report)
-        log.info(
-            "base %s (%s): fit_tv=%.4f fact_acc=%.3f explicit_acc=%.3f ppl=%.3f",
-            report["cache_key"], "cache hit" if base.cache_hit else f"trained in {base.train_seconds:.1f}s",
-            report["fit_tv"], report["fact_acc"], report["explicit_acc"], report["ppl"],
-        )
+        log.info("base %s (%s): %s", report["cache_key"],
+                 "cache hit" if base.cache_hit else f"trained in {base.train_seconds:.1f}s",
+                 " ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float) and k != "train_seconds"))
 
-        adapters = build_adapters(c, base, world, cache, progress=c.progress)
-        rows = measure_single(adapters, c, base, world)
+        adapters = build_adapters(c, base, task, cache, progress=c.progress)
+        rows = measure_single(adapters, c, base, task)
         summary = {**summarise(rows), "family": c.family.name.value}
         write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
         track.log_summary("adapters", summary)
         log.info(
-            "%d %s adapters (%d params each): alone, gap reduction mean %.3f min %.3f, fact_acc min %.3f",
+            "%d %s adapters (%d params each): alone, gap reduction mean %.3f min %.3f",
             summary["n"], summary["family"], summary["n_params_per_adapter"], summary["reduction_mean"],
-            summary["reduction_min"], summary["fact_acc_min"],
+            summary["reduction_min"],
         )
 
-        ref = reference(base.model, base.tokenizer, world)
-        curves = stack(c, base, world, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
+        ref = task.reference(base.model, base.tokenizer)
+        curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
         alone = {r["adapter"]: r["stacked_gap"] for r in rows}
         write_parquet_atomic(target_gaps_frame(curves, alone), out / TARGET_GAPS)
-        df = to_frame(curves)
+        df = to_frame(curves, task.extra_metrics)
         write_parquet_atomic(df, out / RESULTS)
         track.log_table(df)
     log.info("%d compositions in %.1fs -> %s", len(df), time.perf_counter() - t0, out / RESULTS)

@@ -16,13 +16,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .adapters import Adapter, get_family
-from .adapters.prompt import mixture
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config
-from .eval.metrics import Reference, evaluate, target_gap_of
-from .eval.probes import attribute_distributions
 from .merges import MergeParams, accumulator
-from .world import SyntheticWorld
 
 TARGET_GAPS = "_target_gaps"  # per-row {adapter id: its own gap}; goes to target_gaps.parquet, not results
 IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash")
@@ -45,8 +41,8 @@ def merge_params(c: Config) -> MergeParams:
     return MergeParams(lam=k.lam, density=k.density, drop=k.drop, rank=k.rank, seed=c.seed)
 
 
-def curve(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
-          ref: Reference, identity: Dict[str, Any], progress: bool = False) -> List[Dict[str, Any]]:
+def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
+          ref, identity: Dict[str, Any], progress: bool = False) -> List[Dict[str, Any]]:
     """One ordering, one merge method: a row per k of the schedule (with each included
     adapter's own gap under `TARGET_GAPS`)."""
     family = get_family(c.family.name)
@@ -63,21 +59,21 @@ def curve(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], o
             continue
         included = [adapters[i].target for i in order[:k]]
         if k == 0:
-            metrics, gaps = evaluate(model, tok, world, ref, [], all_targets)
+            metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
         elif family.space == "input":
-            metrics, gaps = evaluate(model, tok, world, ref, included, all_targets, mixture(world, included))
+            metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
         else:
             with family.apply(model, acc.result()):
-                metrics, gaps = evaluate(model, tok, world, ref, included, all_targets)
+                metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
-        metrics["removal_gap"] = target_gap_of(attribute_distributions(model, tok, world), included or all_targets)
+        metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
         rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
                      TARGET_GAPS: gaps})
     return rows
 
 
-def stack(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], ref: Reference,
-          cache: ArtifactCache, on_curve=None, progress: bool = True) -> List[Dict[str, Any]]:
+def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: ArtifactCache, on_curve=None,
+          progress: bool = True) -> List[Dict[str, Any]]:
     """Every (merge, ordering) curve, each loaded from cache when it was finished before."""
     family = get_family(c.family.name)
     chash = config_hash(c)
@@ -90,7 +86,7 @@ def stack(c: Config, base, world: SyntheticWorld, adapters: Sequence[Adapter], r
         ident = {**identity, "ordering": o}
 
         def build(d, merge=merge, o=o, ident=ident):
-            part = curve(c, base, world, adapters, orders[o], merge, ref, ident, progress)
+            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress)
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 

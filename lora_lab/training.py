@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -86,12 +86,34 @@ class TrainResult:
     seconds: float
 
 
-def train_lm(
+class Objective(Protocol):
+    """What a trainer optimises: batches of some data and a scalar loss on each."""
+
+    def batches(self, batch_size: int, steps: int, seed: int) -> Iterable[Any]: ...
+
+    def loss(self, model, batch) -> torch.Tensor: ...
+
+
+@dataclass
+class LMObjective:
+    """Next-token cross-entropy on the scored tokens of `data`."""
+
+    data: Encoded
+    pad_id: int
+
+    def batches(self, batch_size: int, steps: int, seed: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+        return batches(self.data, batch_size, steps, seed)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        ids, scored = batch
+        return lm_loss(model, ids, scored, self.pad_id)
+
+
+def train(
     model: torch.nn.Module,
     params: List[torch.nn.Parameter],
-    data: Encoded,
+    objective: Objective,
     *,
-    pad_id: int,
     steps: int,
     batch_size: int,
     lr: float,
@@ -103,17 +125,17 @@ def train_lm(
     desc: str = "train",
     progress: bool = True,
 ) -> TrainResult:
-    """Optimise `params` (AdamW) on next-token loss over `data`; everything else is frozen by
-    the caller. Raises TrainingDiverged on a NaN/inf loss, before the step is applied."""
+    """Optimise `params` (AdamW) on `objective`; everything else is frozen by the caller.
+    Raises TrainingDiverged on a NaN/inf loss, before the step is applied."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
     model.train()
     losses: List[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(batches(data, batch_size, steps, seed), total=steps, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(objective.batches(batch_size, steps, seed), total=steps, desc=desc, disable=not progress, leave=False)
     try:
-        for step, (ids, scored) in enumerate(bar):
-            loss = lm_loss(model, ids, scored, pad_id)
+        for step, batch in enumerate(bar):
+            loss = objective.loss(model, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)

@@ -18,24 +18,24 @@ from lora_lab.cache import ArtifactCache
 from lora_lab.config import validate
 from lora_lab.eval.probes import target_gap
 from lora_lab.interventions import steering, transformer_blocks, weight_edit
-from lora_lab.world import build_world
+from lora_lab.tasks import build_task
 
 PROBE = torch.tensor([[1, 5, 9, 12, 7], [1, 8, 3, 6, 10]])  # <bos> + four word ids
 
 
 def _setup(tmp, *overrides):
     cfg = validate(compose_cfg([*TINY, "adapters.steps=30", *overrides]))
-    world = build_world(cfg.world)
+    task = build_task(cfg.world)
     cache = ArtifactCache(tmp)
-    base = get_base(cfg, world, cache, progress=False)
-    return cfg, world, cache, base
+    base = get_base(cfg, task, cache, progress=False)
+    return cfg, task, cache, base
 
 
 @pytest.fixture(scope="module")
 def lora_setup(tmp_path_factory):
-    cfg, world, cache, base = _setup(tmp_path_factory.mktemp("cache"))
-    adapters = build_adapters(cfg, base, world, cache, progress=False)
-    return cfg, world, cache, base, adapters
+    cfg, task, cache, base = _setup(tmp_path_factory.mktemp("cache"))
+    adapters = build_adapters(cfg, base, task, cache, progress=False)
+    return cfg, task, cache, base, adapters
 
 
 def _logits(model, ids=PROBE):
@@ -63,7 +63,7 @@ def test_lora_deltas_by_hand():
 
 
 def test_merged_lora_equals_unmerged_peft(lora_setup):
-    cfg, world, cache, base, adapters = lora_setup
+    cfg, task, cache, base, adapters = lora_setup
     ad = adapters[0]
     with weight_edit(base.model, ad.tensors):  # ours: W0 + delta, weight 1
         merged = _logits(base.model)
@@ -77,7 +77,7 @@ def test_merged_lora_equals_unmerged_peft(lora_setup):
 
 
 def test_saved_adapter_loads_in_plain_peft_on_a_fresh_base(lora_setup):
-    cfg, world, cache, base, adapters = lora_setup
+    cfg, task, cache, base, adapters = lora_setup
     fresh, _ = load_pretrained(str(base.path))
     pm = PeftModel.from_pretrained(fresh, str(adapters[1].path))
     with weight_edit(base.model, adapters[1].tensors):
@@ -87,7 +87,7 @@ def test_saved_adapter_loads_in_plain_peft_on_a_fresh_base(lora_setup):
 
 
 def test_weight_edit_restores_base_bit_exactly_also_on_error(lora_setup):
-    cfg, world, cache, base, adapters = lora_setup
+    cfg, task, cache, base, adapters = lora_setup
     before = _state(base.model)
     for ad in adapters:  # many edits in a row: restoration never drifts
         with weight_edit(base.model, ad.scaled()):
@@ -101,7 +101,7 @@ def test_weight_edit_restores_base_bit_exactly_also_on_error(lora_setup):
 
 
 def test_steering_hooks_are_removed_also_on_error(lora_setup):
-    cfg, world, cache, base, adapters = lora_setup
+    cfg, task, cache, base, adapters = lora_setup
     model = base.model
     blocks = transformer_blocks(model)
     plain = _logits(model)
@@ -119,7 +119,7 @@ def test_steering_hooks_are_removed_also_on_error(lora_setup):
 
 
 def test_steering_adds_the_vector_to_the_block_output(lora_setup):
-    cfg, world, cache, base, adapters = lora_setup
+    cfg, task, cache, base, adapters = lora_setup
     model = base.model
     blocks = transformer_blocks(model)
     seen = {}
@@ -145,10 +145,10 @@ def test_steering_adds_the_vector_to_the_block_output(lora_setup):
 
 
 def test_adapters_are_cached_and_deterministic(lora_setup, tmp_path):
-    cfg, world, cache, base, adapters = lora_setup
-    again = build_adapters(cfg, base, world, cache, progress=False)
+    cfg, task, cache, base, adapters = lora_setup
+    again = build_adapters(cfg, base, task, cache, progress=False)
     assert all(a.meta["cache_hit"] for a in again)
-    fresh = build_adapters(cfg, base, world, ArtifactCache(tmp_path), progress=False)  # retrain from scratch
+    fresh = build_adapters(cfg, base, task, ArtifactCache(tmp_path), progress=False)  # retrain from scratch
     for a, b in zip(adapters, fresh):
         assert not b.meta["cache_hit"]
         assert a.tensors.keys() == b.tensors.keys()
@@ -156,27 +156,28 @@ def test_adapters_are_cached_and_deterministic(lora_setup, tmp_path):
 
 
 def test_steer_family_trains_and_stores_safetensors(tmp_path):
-    cfg, world, cache, base = _setup(tmp_path, "family=steer", "adapters.retain_fraction=0")
+    cfg, task, cache, base = _setup(tmp_path, "family=steer", "adapters.retain_fraction=0")
     before = _state(base.model)
-    ads = build_adapters(cfg, base, world, cache, progress=False)
+    ads = build_adapters(cfg, base, task, cache, progress=False)
     _assert_bit_identical(base.model, before)  # training a steering vector leaves the base alone
     assert {p.name for p in ads[0].path.iterdir()} == {"steering.safetensors", "steering_config.json", "manifest.json"}
     assert ads[0].tensors["vectors"].shape == (1, 32) and ads[0].meta["n_params"] == 32
-    rows = measure_single(ads, cfg, base, world)
+    rows = measure_single(ads, cfg, base, task)
     assert all(r["gap"] < r["base_gap"] for r in rows)
 
 
 def test_nan_loss_stops_adapter_training_and_caches_nothing(tmp_path, monkeypatch):
-    cfg, world, cache, base = _setup(tmp_path)
+    cfg, task, cache, base = _setup(tmp_path)
     monkeypatch.setattr(training, "lm_loss", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True))
     with pytest.raises(training.TrainingDiverged, match="loss is inf"):
-        build_adapters(cfg, base, world, cache, progress=False)
+        build_adapters(cfg, base, task, cache, progress=False)
     assert not list((tmp_path / "adapter_lora").iterdir())
     assert not hasattr(base.model, "peft_config")  # the base is left clean for the next attempt
 
 
 def test_prompt_rewriter_samples_the_target_proportions(tmp_path):
-    cfg, world, cache, base = _setup(tmp_path, "family=prompt", "+world.targets.pronoun=[0.6,0.3,0.1]")
+    cfg, task, cache, base = _setup(tmp_path, "family=prompt", "+world.targets.pronoun=[0.6,0.3,0.1]")
+    world = task.world
     t = next(t for t in world.bias_targets("rebalance", 12) if t.axis == "pronoun")
     rw = PromptRewriter(world, [t], seed=0)
     prompt = world.neutral_prompt(t.roles[0], "pronoun")
@@ -191,8 +192,9 @@ def test_prompt_rewriter_samples_the_target_proportions(tmp_path):
 
 
 def test_single_adapter_measurement_and_calibrated_scale(lora_setup):
-    cfg, world, cache, base, adapters = lora_setup
-    rows = measure_single(adapters, cfg, base, world)
+    cfg, task, cache, base, adapters = lora_setup
+    rows = measure_single(adapters, cfg, base, task)
+    world = task.world
     for ad, row in zip(adapters, rows):
         assert row["base_gap"] == pytest.approx(target_gap(base.model, base.tokenizer, world, ad.target))
         if row["cal_reachable"]:

@@ -18,7 +18,7 @@ from lora_lab.cache import ArtifactCache
 from lora_lab.config import ComposeConfig, ConfigError, validate
 from lora_lab.eval.metrics import METRICS, reference, target_gap_of
 from lora_lab.run import run
-from lora_lab.world import build_world
+from lora_lab.tasks import build_task
 
 COLUMNS = [*stacking.IDENTITY, *METRICS]
 
@@ -64,8 +64,9 @@ def test_removal_gap_is_the_base_gap_exactly(tmp_path):
     df = _run(tmp_path, "family=steer")["results"]
     df = pd.concat([df, _run(tmp_path, "family=lora", "compose.merge=[sum,ties,svd]")["results"]])
     c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
-    world = build_world(c.world)
-    base = get_base(c, world, ArtifactCache(tmp_path / "cache"), progress=False)
+    task = build_task(c.world)
+    world = task.world
+    base = get_base(c, task, ArtifactCache(tmp_path / "cache"), progress=False)
     ref = reference(base.model, base.tokenizer, world)
     targets = {t.id: t for t in world.bias_targets("rebalance", c.adapters.n)}
     for _, row in df.iterrows():

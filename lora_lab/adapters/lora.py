@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 
 from ..interventions import weight_edit
-from ..training import Encoded, train_lm
+from ..training import Objective, train
 
 # Every attention and MLP projection, per architecture (model.config.model_type).
 DEFAULT_TARGET_MODULES = {
@@ -61,7 +61,7 @@ class LoraFamily:
             fan_in_fan_out=mtype == "gpt2",  # GPT-2's Conv1D stores weights as [in, out]
         )
 
-    def train(self, base, fcfg, data: Encoded, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+    def train(self, base, fcfg, objective: Objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         model = base.model
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             # peft 0.21 calls a transformers-5 deprecated alias; harmless, and not the user's to fix
@@ -70,10 +70,8 @@ class LoraFamily:
             pm = get_peft_model(model, self.peft_config(model, fcfg))
         try:
             params = [p for p in pm.parameters() if p.requires_grad]
-            res = train_lm(
-                pm, params, data, pad_id=base.tokenizer.pad_token_id, steps=acfg.steps, batch_size=acfg.batch_size,
-                lr=fcfg.lr, seed=seed, desc=desc, progress=progress,
-            )
+            res = train(pm, params, objective, steps=acfg.steps, batch_size=acfg.batch_size, lr=fcfg.lr, seed=seed,
+                        desc=desc, progress=progress)
             pm.save_pretrained(str(out_dir))
         finally:
             pm.unload()  # LoRA layers out, base modules (untouched weights) back in place

@@ -15,12 +15,8 @@ import peft
 from tqdm.auto import tqdm
 
 from ..cache import ArtifactCache, content_key
-from ..eval.probes import fact_accuracy, target_gap
-from ..training import encode_pairs
-from ..world import BiasTarget, SyntheticWorld
 from . import Adapter, get_family
 from .calibrate import calibrate
-from .prompt import mixture
 
 
 # Shared by every family: next-token cross-entropy on the completion (the attribute value and
@@ -28,12 +24,12 @@ from .prompt import mixture
 OBJECTIVE = "prompt-masked next-token cross-entropy"
 
 
-def adapter_seed(seed: int, target: BiasTarget) -> int:
+def adapter_seed(seed: int, target) -> int:
     """Per-adapter seed: independent of which other adapters exist or their order."""
     return zlib.crc32(f"{seed}:{target.id}".encode())
 
 
-def adapter_key_payload(cfg, base_key: str, target: BiasTarget) -> Dict[str, Any]:
+def adapter_key_payload(cfg, base_key: str, target) -> Dict[str, Any]:
     a = cfg.adapters
     return {
         "base": base_key,
@@ -46,9 +42,9 @@ def adapter_key_payload(cfg, base_key: str, target: BiasTarget) -> Dict[str, Any
     }
 
 
-def build_adapters(cfg, base, world: SyntheticWorld, cache: ArtifactCache, progress: bool = True) -> List[Adapter]:
+def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True) -> List[Adapter]:
     family = get_family(cfg.family.name)
-    targets = world.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
+    targets = task.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
     if not family.trainable:
         return [Adapter(t, family.name, {}, {"n_params": 0, "cache_hit": None}) for t in targets]
     out = []
@@ -58,9 +54,8 @@ def build_adapters(cfg, base, world: SyntheticWorld, cache: ArtifactCache, progr
         payload = adapter_key_payload(cfg, base.key, t)
 
         def build(d, t=t, seed=seed):
-            text = world.adapter_corpus(t, cfg.adapters.samples, cfg.adapters.retain_fraction, seed)
-            data = encode_pairs(base.tokenizer, text)
-            meta = family.train(base, cfg.family, data, cfg.adapters, seed, d, progress, desc=t.id)
+            objective = task.objective(t, base.tokenizer, cfg.adapters, seed)
+            meta = family.train(base, cfg.family, objective, cfg.adapters, seed, d, progress, desc=t.id)
             return {**meta, "target": t.id}
 
         entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload), build, describe=payload)
@@ -68,21 +63,21 @@ def build_adapters(cfg, base, world: SyntheticWorld, cache: ArtifactCache, progr
     return out
 
 
-def measure_single(adapters: List[Adapter], cfg, base, world: SyntheticWorld) -> List[Dict[str, Any]]:
-    """Each adapter alone (k = 1): gap reduction uncalibrated and calibrated, fact accuracy.
+def measure_single(adapters: List[Adapter], cfg, base, task) -> List[Dict[str, Any]]:
+    """Each adapter alone (k = 1): gap reduction uncalibrated and calibrated, the task's quality.
     With `adapters.calibrate`, sets each adapter's scale to its calibrated value."""
     family = get_family(cfg.family.name)
     model, tok = base.model, base.tokenizer
     rows = []
     for ad in adapters:
         t = ad.target
-        base_gap = target_gap(model, tok, world, t)
+        base_gap = task.target_gap(model, tok, t)
 
         def gap_at(scale: float) -> float:
             if family.space == "input":
-                return target_gap(model, tok, world, t, mixture(world, [t]))
+                return task.target_gap(model, tok, t, task.rewrite([t]))
             with family.apply(model, {k: v * scale for k, v in ad.tensors.items()}):
-                return target_gap(model, tok, world, t)
+                return task.target_gap(model, tok, t)
 
         gap = gap_at(1.0)
         row = {
@@ -98,9 +93,12 @@ def measure_single(adapters: List[Adapter], cfg, base, world: SyntheticWorld) ->
                 ad.scale = cal.scale
                 row["stacked_gap"] = base_gap * (1 - cal.reduction)
         with family.apply(model, ad.scaled()):
-            row["fact_acc"] = fact_accuracy(model, tok, world)
+            row.update(task.quality(model, tok))
         rows.append(row)
     return rows
+
+
+QUALITY = ("fact_acc", "ppl_ratio", "similarity_spearman")  # per-adapter quality columns tasks report
 
 
 def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -108,7 +106,7 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = {
         "n": len(rows),
         "reduction_mean": float(red.mean()), "reduction_min": float(red.min()),
-        "fact_acc_min": float(min(r["fact_acc"] for r in rows)),
+        **{f"{q}_min": float(min(r[q] for r in rows)) for q in QUALITY if rows and q in rows[0]},
         "n_params_per_adapter": rows[0]["n_params"] if rows else 0,
         "train_seconds_total": float(sum(r["train_seconds"] or 0 for r in rows)),
     }

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..interventions import steering, transformer_blocks
-from ..training import Encoded, train_lm
+from ..training import Objective, train
 
 
 @contextmanager
@@ -32,15 +32,13 @@ class SteerFamily:
     space = "output"
     trainable = True
 
-    def train(self, base, fcfg, data: Encoded, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+    def train(self, base, fcfg, objective: Objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         model = base.model
         n_layer, d = len(transformer_blocks(model)), model.config.hidden_size
         vectors = torch.zeros(n_layer, d, requires_grad=True)  # start from "no steering"
         with frozen(model), steering(model, vectors):
-            res = train_lm(
-                model, [vectors], data, pad_id=base.tokenizer.pad_token_id, steps=acfg.steps,
-                batch_size=acfg.batch_size, lr=fcfg.lr, seed=seed, desc=desc, progress=progress,
-            )
+            res = train(model, [vectors], objective, steps=acfg.steps, batch_size=acfg.batch_size, lr=fcfg.lr,
+                        seed=seed, desc=desc, progress=progress)
         save_file({"vectors": vectors.detach().contiguous()}, str(out_dir / "steering.safetensors"))
         (out_dir / "steering_config.json").write_text(json.dumps({"n_layer": n_layer, "d_model": d, "site": "block_output"}))
         return {"train_seconds": res.seconds, "final_loss": sum(res.losses[-10:]) / 10, "n_params": vectors.numel()}

@@ -1,0 +1,29 @@
+"""Tasks: a world (data, probes, ground truth) plus how to train and measure adapters on it.
+
+Every stage of the pipeline talks to a task through these methods, so a new world adds a task,
+not a second pipeline:
+
+    bias_targets(kind, n)                 -> targets, one adapter each (each has .id and .kind)
+    objective(target, tokenizer, adapters_cfg, seed) -> training.Objective for that adapter
+    target_gap(model, tok, target, rewrite=None)     -> float, 0 = target reached
+    quality(model, tok)                   -> {name: float}, measured for each adapter alone
+    reference(model, tok)                 -> what compositions are compared against (the base)
+    evaluate(model, tok, ref, included, all_targets, rewrite=None) -> (metric columns, per-target gaps)
+    removal_gap(model, tok, included, all_targets)   -> float, after the composition is removed
+    base_report(model, tok)               -> dict for base_report.json
+    rewrite(targets)                      -> prompt-family rewrite rules (tasks that support it)
+    extra_metrics                         -> columns the task adds beside DESIGN.md's
+"""
+
+from __future__ import annotations
+
+
+def build_task(world_cfg):
+    """The task for a typed world config; unknown worlds list the valid ones."""
+    from ..world import SyntheticWorld
+    from .synthetic import SyntheticTask
+
+    name = world_cfg.name
+    if name == "synthetic":
+        return SyntheticTask(SyntheticWorld(world_cfg))
+    raise ValueError(f"world.name: unknown world {name!r}, valid: ['synthetic']")
