@@ -10,7 +10,7 @@ from typing import List
 
 import pandas as pd
 
-from .figures import FAMILY_COLOR, FAMILY_LABEL, K_LABEL, METRIC_LABEL
+from .figures import FAMILY_COLOR, FAMILY_LABEL, K_LABEL, METRIC_LABEL, metric_columns
 from .stats import Claim
 
 PAGE = """<!doctype html>
@@ -163,10 +163,12 @@ def claims_html(claims: List[Claim]) -> str:
 
 
 def write_dashboard(df: pd.DataFrame, claims: List[Claim], path: Path, title: str) -> Path:
-    cols = ["family", "merge", "ordering", "seed", "k", *METRIC_LABEL]
+    metrics = metric_columns(df)
+    cols = ["family", "merge", "ordering", "seed", "k", *metrics]
     data = df[cols].astype(object).where(df[cols].notna(), None).to_dict(orient="records")
+    labels = {m: METRIC_LABEL.get(m, (m, m.replace("_", " "))) for m in metrics}
     payload = {
-        "rows": data, "metrics": METRIC_LABEL, "kLabel": K_LABEL, "familyLabel": FAMILY_LABEL,
+        "rows": data, "metrics": labels, "kLabel": K_LABEL, "familyLabel": FAMILY_LABEL,
         "familyColor": FAMILY_COLOR,
     }
     subtitle = (f"{len(df)} compositions; families {', '.join(sorted(df.family.unique()))}; "

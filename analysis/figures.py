@@ -22,8 +22,10 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 FAMILY_LABEL = {"lora": "LoRA merged (weight)", "steer": "steering (output)", "prompt": "prompt rewrite (input)"}
 FAMILY_COLOR = {"lora": OKABE_ITO[0], "steer": OKABE_ITO[1], "prompt": OKABE_ITO[2]}
 
-# metric -> (axis label with unit, figure title)
+# metric -> (axis label with unit, figure title); a world's own columns fall back to their names
 METRIC_LABEL = {
+    "crows_stereo_pref": ("stereotype preference (%)", "CrowS-Pairs stereotype preference"),
+    "crows_ll_diff": ("log-likelihood difference (nats)", "Stereotypical minus other sentence"),
     "quality_ppl_ratio": ("perplexity ÷ base (×)", "Held-out perplexity"),
     "quality_fact_acc": ("fact accuracy (fraction)", "Fact recall"),
     "bias_target_gap": ("TV distance to target", "Bias gap on included targets"),
@@ -71,6 +73,12 @@ def _line_with_band(ax, b: pd.DataFrame, color: str, label: str, marker: Optiona
     ax.fill_between(b.k, b.lo, b.hi, color=color, alpha=0.2, linewidth=0)
 
 
+def metric_columns(df: pd.DataFrame) -> List[str]:
+    from lora_lab.stacking import IDENTITY
+
+    return [c for c in df.columns if c not in IDENTITY and pd.api.types.is_float_dtype(df[c]) and df[c].notna().any()]
+
+
 def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
     """One metric vs k: each family at its primary merge, mean over orderings and seeds, 95% band."""
     with plt.rc_context(STYLE):
@@ -80,7 +88,7 @@ def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
             merge = primary_merge(g)
             _line_with_band(ax, band(g[g["merge"] == merge], metric), FAMILY_COLOR.get(fam, "0.3"),
                             f"{FAMILY_LABEL.get(fam, fam)}, {merge}")
-        label, title = METRIC_LABEL[metric]
+        label, title = METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
         if metric == "quality_ppl_ratio":
             ax.set_yscale("log")
             ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
@@ -133,7 +141,8 @@ def interference_figure(gaps: pd.DataFrame, out: Path) -> List[Path]:
 
 
 def all_figures(df: pd.DataFrame, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
-    figs = {m: metric_figure(df, m, out) for m in METRIC_LABEL}
+    """A figure per measured metric (a world's own columns included; all-NaN ones skipped)."""
+    figs = {m: metric_figure(df, m, out) for m in metric_columns(df)}
     for fam in _family_order(df.family.unique()):
         if df[df.family == fam]["merge"].nunique() > 1:
             figs[f"merges_{fam}"] = merge_figure(df, fam, out)

@@ -56,7 +56,9 @@ def band(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per k: mean over curves and its 95% bootstrap band (columns k, mean, lo, hi, n)."""
     rows = []
     for k, g in df.groupby("k"):
-        v = g[metric].to_numpy(dtype=np.float64)
+        v = g[metric].dropna().to_numpy(dtype=np.float64)
+        if len(v) == 0:
+            continue  # not defined at this k (e.g. no off-target left when every target is included)
         lo, hi = bootstrap_ci(v) if len(v) > 1 else (v.mean(), v.mean())
         rows.append({"k": k, "mean": v.mean(), "lo": lo, "hi": hi, "n": len(v)})
     return pd.DataFrame(rows)
@@ -90,8 +92,11 @@ def _one_sided_t(x: np.ndarray, direction: int) -> float:
 
 
 def slope_claim(cid: str, claim: str, df: pd.DataFrame, metric: str, direction: int, unit: str) -> Claim:
-    s = curve_slopes(df, metric)
     c = Claim(cid, claim, f"slope of {metric} per added adapter ({unit})", test="one-sample t-test on per-curve slopes")
+    if metric not in df.columns or df[metric].isna().all():
+        c.note = f"{metric} is not measured in this world"
+        return c
+    s = curve_slopes(df.dropna(subset=[metric]), metric)
     if len(s) == 0:
         c.note = "no curve with two or more k"
         return c

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +84,27 @@ def weights_key(model) -> str:
     return "weights-" + h.hexdigest()[:20]
 
 
-def load_pretrained(name_or_path: str):
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    return model.eval(), tokenizer
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("model.device: cuda asked for, but torch sees no GPU; use model.device=auto or cpu")
+    return device
+
+
+def load_pretrained(name_or_path: str, dtype: str = "float32", device: str = "cpu"):
+    """A causal LM and its tokenizer from a local directory or a hub id."""
+    model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name_or_path), dtype=getattr(torch, dtype))
+    tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path))
+    return model.to(resolve_device(device)).eval(), tokenizer
 
 
 def get_base(cfg: Config, task, cache: ArtifactCache, progress: bool = True) -> Base:
     """Load `model.name_or_path`, or pretrain on the task's world (cached by content)."""
     if cfg.model.name_or_path:
-        model, tokenizer = load_pretrained(cfg.model.name_or_path)
+        m = cfg.model
+        model, tokenizer = load_pretrained(m.name_or_path, getattr(getattr(m, "dtype", None), "value", "float32"),
+                                           getattr(getattr(m, "device", None), "value", "cpu"))
         world = getattr(task, "world", None)
         vocab = getattr(world, "vocab", None)
         missing = [w for w in vocab if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id] if vocab else []

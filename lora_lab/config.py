@@ -107,6 +107,27 @@ class SyntheticWorldConfig:
         _require(self.general_train >= 0, f"{p}.general_train", "must be >= 0", self.general_train)
 
 
+@dataclass
+class CrowsWorldConfig:
+    """Bias pairs in the CrowS-Pairs CSV format; one adapter per bias type."""
+
+    name: str = "crows"
+    path: str = MISSING  # CSV with sent_more, sent_less, stereo_antistereo, bias_type
+    text_path: str = MISSING  # general text, one passage per line: held-out part for perplexity, rest is retain text
+    bias_types: Optional[List[str]] = None  # None: every type in the file
+    eval_fraction: float = 0.5  # share of each type's pairs held out for evaluation (adapters never see them)
+    heldout_fraction: float = 0.5  # share of the text lines held out for perplexity
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        p = "world"
+        for name in ("path", "text_path"):
+            v = os.path.expanduser(getattr(self, name))
+            _require(os.path.isfile(v), f"{p}.{name}", "file does not exist", getattr(self, name))
+        _require(0 < self.eval_fraction < 1, f"{p}.eval_fraction", "must be in (0, 1)", self.eval_fraction)
+        _require(0 < self.heldout_fraction < 1, f"{p}.heldout_fraction", "must be in (0, 1)", self.heldout_fraction)
+
+
 # --------------------------------------------------------------------------------------- model
 
 
@@ -146,6 +167,33 @@ class ModelConfig:
         if self.name_or_path is not None and _is_path_like(self.name_or_path):
             path = os.path.expanduser(self.name_or_path)
             _require(os.path.isdir(path), f"{p}.name_or_path", "local model directory does not exist", self.name_or_path)
+
+
+class Device(str, Enum):
+    auto = "auto"  # cuda when available, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class HFModelConfig:
+    """Any Hugging Face causal LM, by local path or hub id (only a hub id downloads anything)."""
+
+    name: str = "hf"
+    name_or_path: str = MISSING
+    dtype: DType = DType.float32
+    device: Device = Device.auto
+
+    def __post_init__(self) -> None:
+        if _is_path_like(self.name_or_path):
+            _require(os.path.isdir(os.path.expanduser(self.name_or_path)), "model.name_or_path",
+                     "local model directory does not exist", self.name_or_path)
 
 
 # --------------------------------------------------------------------------------------- train
@@ -345,6 +393,9 @@ class Config:
             available = w.roles * len(w.axes) if kind == AdapterKind.rebalance else sum(len(a.values) for a in w.axes)
             _require(self.adapters.n <= available, "adapters.n",
                      f"this world has {available} {kind.value} targets", self.adapters.n)
+        if not isinstance(self.world, SyntheticWorldConfig):
+            _require(bool(getattr(self.model, "name_or_path", None)), "model",
+                     f"world={self.world.name} needs a pretrained model: model=hf model.name_or_path=...", self.model.name)
         n = self.adapters.n
         beyond = [k for k in self.compose.ks(n) if k > n]
         _require(not beyond, "compose.schedule", f"k beyond adapters.n={n}", beyond)
@@ -367,6 +418,8 @@ def register_configs() -> None:
     # a group option names its schema with `- /schema/<name>@_here_` in its defaults list.
     cs.store(group="schema", name="synthetic_world", node=SyntheticWorldConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
+    cs.store(group="schema", name="hf_model", node=HFModelConfig)
+    cs.store(group="schema", name="crows_world", node=CrowsWorldConfig)
     cs.store(group="schema", name="train", node=TrainConfig)
     cs.store(group="schema", name="adapters", node=AdaptersConfig)
     cs.store(group="schema", name="lora", node=LoraFamilyConfig)

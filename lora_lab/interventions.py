@@ -43,7 +43,7 @@ def weight_edit(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> Iterato
                 if w.shape != delta.shape:
                     raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, weight is {tuple(w.shape)}")
                 pristine[name] = w.detach().clone()
-                w.add_(delta.to(w.dtype))
+                w.add_(delta.to(device=w.device, dtype=w.dtype))
         yield model
     finally:
         with torch.no_grad():
@@ -55,8 +55,8 @@ def _add_to_output(vectors: torch.Tensor, layer: int):
     def hook(module, args, output):
         vector = vectors[layer]  # indexed per call: the optimiser updates `vectors` in place
         if isinstance(output, tuple):
-            return (output[0] + vector.to(output[0].dtype),) + output[1:]
-        return output + vector.to(output.dtype)
+            return (output[0] + vector.to(device=output[0].device, dtype=output[0].dtype),) + output[1:]
+        return output + vector.to(device=output.device, dtype=output.dtype)
 
     return hook
 

@@ -56,6 +56,11 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
     task = build_task(c.world)
+    if c.family.name.value == "prompt" and not task.supports_rewrite:
+        # A sweep over families reaches this job for every world; it has nothing to run here.
+        log.warning("skipped: the prompt pre-processor rewrites the synthetic world's prompts; world=%s has none",
+                    c.world.name)
+        return {"skipped": "prompt family needs world=synthetic"}
     cache = ArtifactCache(default_root(c.cache_dir))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with tracker(c.logger, resolved, name=f"{c.family.name.value}-s{c.seed}", group=_group(), out_dir=out) as track:
@@ -91,10 +96,15 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from .world.crows import DataError
+
     try:
         run(cfg)
     except ConfigError as e:
         print(f"lora_lab: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except DataError as e:
+        print(f"lora_lab: data error: {e}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
-import numpy as np
-
 from .config import LoggerConfig
 
 
@@ -26,22 +24,31 @@ class Tracker:
             if isinstance(v, (int, float, bool, str)):
                 self.run.summary[f"{prefix}/{key}"] = v
 
+    @staticmethod
+    def _metrics(row: Dict[str, Any]) -> Dict[str, float]:
+        """The measured numbers of a row: DESIGN.md's metrics and the task's own; NaN (not measured
+        in this world) is left out."""
+        from .stacking import IDENTITY
+
+        return {k: v for k, v in row.items() if k not in IDENTITY and not k.startswith("_")
+                and isinstance(v, float) and v == v}
+
     def log_curve(self, rows: Sequence[Dict[str, Any]]) -> None:
         """One (merge, ordering) curve: a chart per metric against k."""
-        from .eval.metrics import METRICS
-
         for r in rows:
-            self.run.log({"k": r["k"], **{f"{m}/{r['merge']}/ordering_{r['ordering']}": r[m] for m in METRICS}})
+            self.run.log({"k": r["k"], **{f"{m}/{r['merge']}/ordering_{r['ordering']}": v for m, v in self._metrics(r).items()}})
 
     def log_table(self, df) -> None:
         import wandb
 
-        from .eval.metrics import METRICS
+        from .stacking import IDENTITY
 
         flat = df.assign(adapters=df.adapters.map(lambda a: "|".join(a)))
         self.run.log({"results": wandb.Table(dataframe=flat)})
+        measured = [m for m in df.columns if m not in IDENTITY and df[m].notna().any()]
         for (merge, k), g in df.groupby(["merge", "k"]):  # mean over orderings: the headline curves
-            self.run.log({"k": int(k), **{f"{m}/{merge}/mean": float(np.nanmean(g[m])) for m in METRICS}})
+            means = g[measured].mean()  # NaN-skipping; NaN only where nothing was measured at this k
+            self.run.log({"k": int(k), **{f"{m}/{merge}/mean": float(v) for m, v in means.items() if v == v}})
 
 
 @contextmanager

@@ -67,6 +67,7 @@ def batches(data: Encoded, batch_size: int, steps: int, seed: int) -> Iterable[t
 
 def lm_loss(model, ids: torch.Tensor, scored: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Mean next-token cross-entropy over the scored tokens."""
+    ids, scored = ids.to(model.device), scored.to(model.device)
     logits = model(input_ids=ids, attention_mask=(ids != pad_id).long()).logits[:, :-1]
     target = ids[:, 1:].masked_fill(~scored[:, 1:], -100)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))

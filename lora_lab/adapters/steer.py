@@ -35,11 +35,11 @@ class SteerFamily:
     def train(self, base, fcfg, objective: Objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         model = base.model
         n_layer, d = len(transformer_blocks(model)), model.config.hidden_size
-        vectors = torch.zeros(n_layer, d, requires_grad=True)  # start from "no steering"
+        vectors = torch.zeros(n_layer, d, device=model.device, requires_grad=True)  # start from "no steering"
         with frozen(model), steering(model, vectors):
             res = train(model, [vectors], objective, steps=acfg.steps, batch_size=acfg.batch_size, lr=fcfg.lr,
                         seed=seed, desc=desc, progress=progress)
-        save_file({"vectors": vectors.detach().contiguous()}, str(out_dir / "steering.safetensors"))
+        save_file({"vectors": vectors.detach().float().cpu().contiguous()}, str(out_dir / "steering.safetensors"))
         (out_dir / "steering_config.json").write_text(json.dumps({"n_layer": n_layer, "d_model": d, "site": "block_output"}))
         return {"train_seconds": res.seconds, "final_loss": sum(res.losses[-10:]) / 10, "n_params": vectors.numel()}
 

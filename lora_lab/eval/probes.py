@@ -33,10 +33,10 @@ def next_word_logprobs(model, tokenizer, prompts: Sequence[str], batch_size: int
     model.eval()
     out: List[torch.Tensor] = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[i : i + batch_size]), padding=True, return_tensors="pt")
+        enc = tokenizer(list(prompts[i : i + batch_size]), padding=True, return_tensors="pt").to(model.device)
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         last = enc["attention_mask"].sum(1) - 1
-        out.append(torch.log_softmax(logits[torch.arange(len(last)), last].float(), -1))
+        out.append(torch.log_softmax(logits[torch.arange(len(last)), last].float(), -1).cpu())
     return torch.cat(out)
 
 
@@ -103,12 +103,12 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 1024) -
     data = encode_sentences(tokenizer, texts)
     nll, count = 0.0, 0
     for i in range(0, len(data), batch_size):
-        ids = data.ids[i : i + batch_size]
+        ids = data.ids[i : i + batch_size].to(model.device)
         mask = ids != tokenizer.pad_token_id
         logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
         target = ids[:, 1:]
         tok_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-        keep = data.scored[i : i + batch_size, 1:]
+        keep = data.scored[i : i + batch_size, 1:].to(model.device)
         nll += float(tok_nll[keep].double().sum())
         count += int(keep.sum())
     return float(np.exp(nll / count))

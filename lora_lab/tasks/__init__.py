@@ -21,9 +21,11 @@ from __future__ import annotations
 def build_task(world_cfg):
     """The task for a typed world config; unknown worlds list the valid ones."""
     from ..world import SyntheticWorld
+    from ..world.crows import CrowsWorld
+    from .crows import CrowsTask
     from .synthetic import SyntheticTask
 
-    name = world_cfg.name
-    if name == "synthetic":
-        return SyntheticTask(SyntheticWorld(world_cfg))
-    raise ValueError(f"world.name: unknown world {name!r}, valid: ['synthetic']")
+    tasks = {"synthetic": lambda: SyntheticTask(SyntheticWorld(world_cfg)), "crows": lambda: CrowsTask(CrowsWorld(world_cfg))}
+    if world_cfg.name not in tasks:
+        raise ValueError(f"world.name: unknown world {world_cfg.name!r}, valid: {sorted(tasks)}")
+    return tasks[world_cfg.name]()

@@ -1,0 +1,119 @@
+"""CrowS-Pairs-format bias pairs (Nangia et al., 2020) and a general text file, validated.
+
+Every problem is reported as one line naming the file, the row (line number) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
+DIRECTIONS = ("stereo", "antistereo")
+
+
+class DataError(ValueError):
+    """Malformed input data; the message is one line: file:row: field 'name': problem."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    stereo: str  # the stereotypical sentence: sent_more for 'stereo' rows, sent_less for 'antistereo'
+    anti: str
+    bias_type: str
+    row: int
+
+
+@dataclass(frozen=True)
+class CrowsTarget:
+    bias_type: str
+    kind: str = "counterfactual"
+
+    @property
+    def id(self) -> str:
+        return f"crows:{self.bias_type}"
+
+
+def read_pairs(path: str) -> List[Pair]:
+    path = os.path.expanduser(path)
+    try:
+        f = open(path, newline="", encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    with f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        for col in COLUMNS:
+            if col not in header:
+                raise DataError(f"{path}:1: field '{col}': missing column (columns: {header})")
+        pairs = []
+        for rec in reader:
+            row = reader.line_num
+            for col in COLUMNS:
+                v = rec.get(col)
+                if v is None or not str(v).strip():
+                    raise DataError(f"{path}:{row}: field '{col}': empty")
+            direction = rec["stereo_antistereo"].strip()
+            if direction not in DIRECTIONS:
+                raise DataError(f"{path}:{row}: field 'stereo_antistereo': must be one of {list(DIRECTIONS)}, got {direction!r}")
+            more, less = rec["sent_more"].strip(), rec["sent_less"].strip()
+            if more == less:
+                raise DataError(f"{path}:{row}: field 'sent_less': identical to sent_more")
+            stereo, anti = (more, less) if direction == "stereo" else (less, more)
+            pairs.append(Pair(stereo, anti, rec["bias_type"].strip(), row))
+    if not pairs:
+        raise DataError(f"{path}: no data rows")
+    return pairs
+
+
+def read_text(path: str) -> List[str]:
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    lines = [x for x in lines if x]
+    if len(lines) < 2:
+        raise DataError(f"{path}: needs at least 2 non-empty lines (one held out for perplexity), got {len(lines)}")
+    return lines
+
+
+class CrowsWorld:
+    """Pairs grouped by bias type, split into adapter-training and evaluation pairs (seeded)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        pairs = read_pairs(cfg.path)
+        present = sorted({p.bias_type for p in pairs})
+        types = list(cfg.bias_types) if cfg.bias_types else present
+        for t in types:
+            if t not in present:
+                raise DataError(f"{cfg.path}: world.bias_types: {t!r} has no rows (types present: {present})")
+        rng = np.random.default_rng(cfg.seed)
+        self.types = types
+        self.train: Dict[str, List[Pair]] = {}
+        self.eval: Dict[str, List[Pair]] = {}
+        for t in types:
+            of_type = [p for p in pairs if p.bias_type == t]
+            if len(of_type) < 2:
+                raise DataError(f"{cfg.path}:{of_type[0].row}: field 'bias_type': {t!r} has 1 row; needs 2 (train and eval)")
+            order = rng.permutation(len(of_type))
+            n_eval = min(len(of_type) - 1, max(1, int(round(cfg.eval_fraction * len(of_type)))))
+            self.eval[t] = [of_type[i] for i in order[:n_eval]]
+            self.train[t] = [of_type[i] for i in order[n_eval:]]
+        lines = read_text(cfg.text_path)
+        order = np.random.default_rng([cfg.seed, 1]).permutation(len(lines))
+        n_held = min(len(lines) - 1, max(1, int(round(cfg.heldout_fraction * len(lines)))))
+        self.heldout = [lines[i] for i in order[:n_held]]
+        self.retain = [lines[i] for i in order[n_held:]]
+
+    def targets(self, n: Optional[int] = None) -> List[CrowsTarget]:
+        return [CrowsTarget(t) for t in self.types[: n if n is not None else len(self.types)]]
+
+    def eval_pairs(self, types: Optional[Sequence[str]] = None) -> List[Tuple[str, Pair]]:
+        return [(t, p) for t in (types or self.types) for p in self.eval[t]]
