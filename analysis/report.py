@@ -73,8 +73,8 @@ def claims_markdown(claims: List[Claim], per_k: pd.DataFrame) -> str:
         lines.append(f"| {c.id} | {_md(c.claim)} | {_md(c.statistic)} | {_fmt(c.value)} | [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] | "
                      f"{_md(c.test or 'n/a')} | {_fmt(c.p)} | {c.n} | {_md(verdict)} |")
     if not per_k.empty:
-        lines += ["", "## H2 at each k", "", "Wilcoxon signed-rank (one-sided, output > weight), paired by seed and ordering.",
-                  "", "| k | mean difference in ppl ratio | p | pairs |", "|---|---|---|---|"]
+        lines += ["", "## H2 at each k", "", "Wilcoxon signed-rank (one-sided: steering degrades more), paired by seed and ordering.",
+                  "", "| k | mean difference in quality (> 0: steering worse) | p | pairs |", "|---|---|---|---|"]
         lines += [f"| {int(r.k)} | {_fmt(r.diff)} | {_fmt(r.p)} | {int(r.n)} |" for r in per_k.itertuples()]
     return "\n".join(lines) + "\n"
 

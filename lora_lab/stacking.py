@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .adapters import Adapter, get_family
 from .cache import ArtifactCache, content_key, write_json_atomic
-from .config import Config
+from .config import Config, check_schedule
 from .merges import MergeParams, accumulator
 
 TARGET_GAPS = "_target_gaps"  # per-row {adapter id: its own gap}; goes to target_gaps.parquet, not results
@@ -79,6 +79,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
     chash = config_hash(c)
     identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
                 "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash}
+    check_schedule(c.compose, len(adapters))
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
     jobs = [(m, o) for m in c.merges() for o in range(len(orders))]
     rows: List[Dict[str, Any]] = []

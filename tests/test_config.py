@@ -29,10 +29,24 @@ def _root_groups():
     return {next(iter(d)) for d in OmegaConf.load(CONF / "config.yaml").defaults if not isinstance(d, str)}
 
 
+def _partners(group, option, tmp_path):
+    """What an option needs beside it: required fields, or the model/world it goes with."""
+    csv_file, text = tmp_path / "pairs.csv", tmp_path / "text.txt"
+    csv_file.write_text("sent_more,sent_less,stereo_antistereo,bias_type\n")
+    text.write_text("a\nb\n")
+    crows = ["world=crows", f"world.path={csv_file}", f"world.text_path={text}", "model=hf", "model.name_or_path=org/m"]
+    return {
+        ("model", "hf"): ["model.name_or_path=org/some-model"],
+        ("model", "minilm"): ["world=seat"],
+        ("world", "seat"): ["model=minilm"],
+        ("world", "crows"): crows,
+    }.get((group, option), [])
+
+
 @pytest.mark.parametrize("group,option", list(_group_options()))
-def test_every_shipped_yaml_composes_and_validates(group, option):
+def test_every_shipped_yaml_composes_and_validates(group, option, tmp_path):
     plus = "" if group in _root_groups() else "+"  # optional groups (sweep) are appended
-    cfg = compose_cfg([f"{plus}{group}={option}"])
+    cfg = compose_cfg([f"{plus}{group}={option}", *_partners(group, option, tmp_path)])
     validate(cfg)
 
 

@@ -18,7 +18,7 @@ from lora_lab.run import run
 from lora_lab.tasks import build_task
 from lora_lab.tasks.crows import pair_diffs, text_perplexity
 from lora_lab.world import build_tokenizer
-from lora_lab.world.crows import DataError
+from lora_lab.world.io import DataError
 
 JOBS = "doctor nurse teacher pilot chef farmer lawyer baker singer judge".split()
 TYPES = {"gender": ("he", "she"), "age": ("old", "young"), "race": ("white", "black")}

@@ -18,6 +18,7 @@ from ..training import Objective, train
 DEFAULT_TARGET_MODULES = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "bert": ["query", "key", "value"],  # attention projections of a sentence encoder
 }
 PREFIX = "base_model.model."
 

@@ -23,9 +23,12 @@ def build_task(world_cfg):
     from ..world import SyntheticWorld
     from ..world.crows import CrowsWorld
     from .crows import CrowsTask
+    from ..world.seat import SeatWorld
+    from .seat import SeatTask
     from .synthetic import SyntheticTask
 
-    tasks = {"synthetic": lambda: SyntheticTask(SyntheticWorld(world_cfg)), "crows": lambda: CrowsTask(CrowsWorld(world_cfg))}
+    tasks = {"synthetic": lambda: SyntheticTask(SyntheticWorld(world_cfg)), "crows": lambda: CrowsTask(CrowsWorld(world_cfg)),
+             "seat": lambda: SeatTask(SeatWorld(world_cfg))}
     if world_cfg.name not in tasks:
         raise ValueError(f"world.name: unknown world {world_cfg.name!r}, valid: {sorted(tasks)}")
     return tasks[world_cfg.name]()

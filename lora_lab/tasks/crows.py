@@ -123,8 +123,8 @@ class CrowsTask:
     def __init__(self, world: CrowsWorld):
         self.world = world
 
-    def bias_targets(self, kind: str, n: int) -> List[CrowsTarget]:
-        if n > len(self.world.types):
+    def bias_targets(self, kind: str, n: Optional[int]) -> List[CrowsTarget]:
+        if n is not None and n > len(self.world.types):
             raise ConfigError(f"adapters.n: {n} adapters asked for, {self.world.cfg.path} has "
                               f"{len(self.world.types)} bias types {self.world.types} (got {n})")
         return self.world.targets(n)

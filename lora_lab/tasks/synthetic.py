@@ -15,6 +15,7 @@ from ..eval.probes import (
     target_gap,
     tv_distance,
 )
+from ..config import SYNTHETIC_DEFAULT_N
 from ..training import LMObjective, encode_pairs
 from ..world import BiasTarget, SyntheticWorld
 
@@ -27,8 +28,8 @@ class SyntheticTask:
     def __init__(self, world: SyntheticWorld):
         self.world = world
 
-    def bias_targets(self, kind: str, n: int) -> List[BiasTarget]:
-        return self.world.bias_targets(kind, n)
+    def bias_targets(self, kind: str, n: Optional[int]) -> List[BiasTarget]:
+        return self.world.bias_targets(kind, SYNTHETIC_DEFAULT_N if n is None else n)
 
     def objective(self, target: BiasTarget, tokenizer, acfg, seed: int) -> LMObjective:
         pairs = self.world.adapter_corpus(target, acfg.samples, acfg.retain_fraction, seed)

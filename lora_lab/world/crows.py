@@ -12,12 +12,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .io import DataError, holdout, read_text
+
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
-
-
-class DataError(ValueError):
-    """Malformed input data; the message is one line: file:row: field 'name': problem."""
 
 
 @dataclass(frozen=True)
@@ -70,19 +68,6 @@ def read_pairs(path: str) -> List[Pair]:
     return pairs
 
 
-def read_text(path: str) -> List[str]:
-    path = os.path.expanduser(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f]
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    lines = [x for x in lines if x]
-    if len(lines) < 2:
-        raise DataError(f"{path}: needs at least 2 non-empty lines (one held out for perplexity), got {len(lines)}")
-    return lines
-
-
 class CrowsWorld:
     """Pairs grouped by bias type, split into adapter-training and evaluation pairs (seeded)."""
 
@@ -102,15 +87,8 @@ class CrowsWorld:
             of_type = [p for p in pairs if p.bias_type == t]
             if len(of_type) < 2:
                 raise DataError(f"{cfg.path}:{of_type[0].row}: field 'bias_type': {t!r} has 1 row; needs 2 (train and eval)")
-            order = rng.permutation(len(of_type))
-            n_eval = min(len(of_type) - 1, max(1, int(round(cfg.eval_fraction * len(of_type)))))
-            self.eval[t] = [of_type[i] for i in order[:n_eval]]
-            self.train[t] = [of_type[i] for i in order[n_eval:]]
-        lines = read_text(cfg.text_path)
-        order = np.random.default_rng([cfg.seed, 1]).permutation(len(lines))
-        n_held = min(len(lines) - 1, max(1, int(round(cfg.heldout_fraction * len(lines)))))
-        self.heldout = [lines[i] for i in order[:n_held]]
-        self.retain = [lines[i] for i in order[n_held:]]
+            self.eval[t], self.train[t] = holdout(of_type, cfg.eval_fraction, rng)
+        self.heldout, self.retain = holdout(read_text(cfg.text_path), cfg.heldout_fraction, np.random.default_rng([cfg.seed, 1]))
 
     def targets(self, n: Optional[int] = None) -> List[CrowsTarget]:
         return [CrowsTarget(t) for t in self.types[: n if n is not None else len(self.types)]]

@@ -1,0 +1,36 @@
+"""Shared input helpers for the real-model worlds: one-line data errors, text files, held-out splits."""
+
+from __future__ import annotations
+
+import os
+from typing import List, Sequence, Tuple, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class DataError(ValueError):
+    """Malformed input data; the message is one line: file:row: field 'name': problem."""
+
+
+def read_text(path: str) -> List[str]:
+    """Non-empty lines of a text file (at least 2: one is held out)."""
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    lines = [x for x in lines if x]
+    if len(lines) < 2:
+        raise DataError(f"{path}: needs at least 2 non-empty lines (one held out for evaluation), got {len(lines)}")
+    return lines
+
+
+def holdout(items: Sequence[T], fraction: float, rng: np.random.Generator, minimum: int = 1) -> Tuple[List[T], List[T]]:
+    """A seeded split into (held out, rest): round(fraction * n) held out, at least `minimum`, and at
+    least one item left in the rest."""
+    order = rng.permutation(len(items))
+    n = min(len(items) - 1, max(minimum, int(round(fraction * len(items)))))
+    return [items[i] for i in order[:n]], [items[i] for i in order[n:]]
