@@ -98,7 +98,8 @@ def measure_single(adapters: List[Adapter], cfg, base, task) -> List[Dict[str, A
     return rows
 
 
-QUALITY = ("fact_acc", "ppl_ratio", "similarity_spearman")  # per-adapter quality columns tasks report
+# Per-adapter quality columns the tasks report, and which end is worse.
+QUALITY_WORST = {"fact_acc": min, "similarity_spearman": min, "ppl": max}
 
 
 def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -106,7 +107,7 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = {
         "n": len(rows),
         "reduction_mean": float(red.mean()), "reduction_min": float(red.min()),
-        **{f"{q}_min": float(min(r[q] for r in rows)) for q in QUALITY if rows and q in rows[0]},
+        **{f"{q}_worst": float(worst(r[q] for r in rows)) for q, worst in QUALITY_WORST.items() if rows and q in rows[0]},
         "n_params_per_adapter": rows[0]["n_params"] if rows else 0,
         "train_seconds_total": float(sum(r["train_seconds"] or 0 for r in rows)),
     }
