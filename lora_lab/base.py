@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import CONF, ROOT, compose_cfg
 from lora_lab.config import Arch, Config, ConfigError, validate

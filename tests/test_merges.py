@@ -1,6 +1,5 @@
 """Merge methods against hand computations, and incremental prefixes against from-scratch merges."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -72,7 +72,7 @@ def test_probes_and_answers(world):
     assert len(prompts) == 32 * 3
     fp, fa = world.fact_probes()
     assert len(fp) == 32 * len(FACT_RELATIONS)
-    assert fp[0] == f"the nurse works at the" and fa[0] == world.facts["workplace"][0]
+    assert fp[0] == "the nurse works at the" and fa[0] == world.facts["workplace"][0]
 
 
 def test_targets_default_uniform_and_custom_proportions():

@@ -22,7 +22,7 @@ def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float
               octaves: int = 10, steps_per_octave: int = 2, max_bisections: int = 30) -> Calibration:
     n = octaves * steps_per_octave + 1  # max * 2^-octaves ... max, factor 2^(1/steps_per_octave) apart
     grid = [max_scale * 2.0 ** (-(n - 1 - i) / steps_per_octave) for i in range(n)]
-    lo, r_lo = 0.0, 0.0
+    lo = 0.0
     best = (0.0, 0.0)
     for s in grid:
         r = reduction(s)
@@ -31,7 +31,7 @@ def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float
         if r >= goal:
             hi, r_hi = s, r
             break
-        lo, r_lo = s, r
+        lo = s
     else:
         return Calibration(best[0], best[1], reachable=False)
     for _ in range(max_bisections):
@@ -42,5 +42,5 @@ def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float
         if r >= goal:
             hi, r_hi = mid, r
         else:
-            lo, r_lo = mid, r
+            lo = mid
     return Calibration(hi, r_hi, reachable=True)

@@ -12,11 +12,9 @@ the order or on which other adapters are present).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Protocol, Sequence
+from typing import Dict, Protocol, Sequence
 
 import torch
-
-from ..config import ALL_METHODS, METHODS_BY_SPACE  # noqa: F401  (re-exported)
 
 Delta = Dict[str, torch.Tensor]
 
@@ -58,7 +56,3 @@ def merge(name: str, deltas: Sequence[Delta], ids: Sequence[str], params: MergeP
     if len(deltas) != len(ids):
         raise ValueError("one id per delta")
     return _module(name).merge(list(deltas), list(ids), params)
-
-
-def zeros_like(delta: Delta) -> Delta:
-    return {k: torch.zeros_like(v) for k, v in delta.items()}
