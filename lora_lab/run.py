@@ -72,8 +72,9 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
                  "cache hit" if base.cache_hit else f"trained in {base.train_seconds:.1f}s",
                  " ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float) and k != "train_seconds"))
 
+        ref = task.reference(base.model, base.tokenizer)  # what every adapter and composition is compared with
         adapters = build_adapters(c, base, task, cache, progress=c.progress)
-        rows = measure_single(adapters, c, base, task)
+        rows = measure_single(adapters, c, base, task, ref)
         summary = {**summarise(rows), "family": c.family.name.value}
         write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
         track.log_summary("adapters", summary)
@@ -83,7 +84,6 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
             summary["reduction_min"],
         )
 
-        ref = task.reference(base.model, base.tokenizer)
         curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
         alone = {r["adapter"]: r["stacked_gap"] for r in rows}
         write_parquet_atomic(target_gaps_frame(curves, alone), out / TARGET_GAPS)

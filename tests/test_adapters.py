@@ -162,7 +162,7 @@ def test_steer_family_trains_and_stores_safetensors(tmp_path):
     _assert_bit_identical(base.model, before)  # training a steering vector leaves the base alone
     assert {p.name for p in ads[0].path.iterdir()} == {"steering.safetensors", "steering_config.json", "manifest.json"}
     assert ads[0].tensors["vectors"].shape == (1, 32) and ads[0].meta["n_params"] == 32
-    rows = measure_single(ads, cfg, base, task)
+    rows = measure_single(ads, cfg, base, task, task.reference(base.model, base.tokenizer))
     assert all(r["gap"] < r["base_gap"] for r in rows)
 
 
@@ -193,7 +193,7 @@ def test_prompt_rewriter_samples_the_target_proportions(tmp_path):
 
 def test_single_adapter_measurement_and_calibrated_scale(lora_setup):
     cfg, task, cache, base, adapters = lora_setup
-    rows = measure_single(adapters, cfg, base, task)
+    rows = measure_single(adapters, cfg, base, task, task.reference(base.model, base.tokenizer))
     world = task.world
     for ad, row in zip(adapters, rows):
         assert row["base_gap"] == pytest.approx(target_gap(base.model, base.tokenizer, world, ad.target))

@@ -63,7 +63,7 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
     return out
 
 
-def measure_single(adapters: List[Adapter], cfg, base, task) -> List[Dict[str, Any]]:
+def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[str, Any]]:
     """Each adapter alone (k = 1): gap reduction uncalibrated and calibrated, the task's quality.
     With `adapters.calibrate`, sets each adapter's scale to its calibrated value."""
     family = get_family(cfg.family.name)
@@ -93,13 +93,13 @@ def measure_single(adapters: List[Adapter], cfg, base, task) -> List[Dict[str, A
                 ad.scale = cal.scale
                 row["stacked_gap"] = base_gap * (1 - cal.reduction)
         with family.apply(model, ad.scaled()):
-            row.update(task.quality(model, tok))
+            row.update(task.quality(model, tok, ref))
         rows.append(row)
     return rows
 
 
 # Per-adapter quality columns the tasks report, and which end is worse.
-QUALITY_WORST = {"fact_acc": min, "similarity_spearman": min, "ppl": max}
+QUALITY_WORST = {"fact_acc": min, "similarity_spearman": min, "ppl_ratio": max}
 
 
 def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:

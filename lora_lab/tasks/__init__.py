@@ -6,8 +6,8 @@ not a second pipeline:
     bias_targets(kind, n)                 -> targets, one adapter each (each has .id and .kind)
     objective(target, tokenizer, adapters_cfg, seed) -> training.Objective for that adapter
     target_gap(model, tok, target, rewrite=None)     -> float, 0 = target reached
-    quality(model, tok)                   -> {name: float}, measured for each adapter alone
-    reference(model, tok)                 -> what compositions are compared against (the base)
+    reference(model, tok)                 -> the base's numbers, computed once; what everything is compared with
+    quality(model, tok, ref)              -> {name: float}, measured for each adapter alone
     evaluate(model, tok, ref, included, all_targets, rewrite=None) -> (metric columns, per-target gaps)
     removal_gap(model, tok, included, all_targets)   -> float, after the composition is removed
     base_report(model, tok)               -> dict for base_report.json

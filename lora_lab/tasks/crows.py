@@ -141,8 +141,8 @@ class CrowsTask:
     def target_gap(self, model, tok, target: CrowsTarget, rewrite=None) -> float:
         return float(np.abs(pair_diffs(model, tok, self.world.eval[target.bias_type])).mean())
 
-    def quality(self, model, tok) -> Dict[str, float]:
-        return {"ppl": text_perplexity(model, tok, self.world.heldout)}
+    def quality(self, model, tok, ref: CrowsReference) -> Dict[str, float]:
+        return {"ppl_ratio": text_perplexity(model, tok, self.world.heldout) / ref.ppl}
 
     def reference(self, model, tok) -> CrowsReference:
         return CrowsReference(text_perplexity(model, tok, self.world.heldout), self.diffs(model, tok))

@@ -91,7 +91,6 @@ class SeatTask:
 
     def __init__(self, world: SeatWorld):
         self.world = world
-        self._base_sims: Optional[np.ndarray] = None
 
     def bias_targets(self, kind: str, n: Optional[int]) -> List[SeatTarget]:
         if n is not None and n > len(self.world.tests):
@@ -123,14 +122,11 @@ class SeatTask:
     def target_gap(self, model, tok, target: SeatTarget, rewrite=None) -> float:
         return abs(self.effects(model, tok, [target.test])[target.test])
 
-    def quality(self, model, tok) -> Dict[str, float]:
-        if self._base_sims is None:
-            raise RuntimeError("SeatTask.quality needs the base's similarities: call base_report or reference first")
-        return {"similarity_spearman": float(spearmanr(self._base_sims, self._sims(model, tok)).statistic)}
+    def quality(self, model, tok, ref: SeatReference) -> Dict[str, float]:
+        return {"similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic)}
 
     def reference(self, model, tok) -> SeatReference:
-        self._base_sims = self._sims(model, tok)
-        return SeatReference(self.effects(model, tok), self._base_sims)
+        return SeatReference(self.effects(model, tok), self._sims(model, tok))
 
     def evaluate(self, model, tok, ref: SeatReference, included: Sequence[SeatTarget], all_targets: Sequence[SeatTarget],
                  rewrite=None):
@@ -155,7 +151,6 @@ class SeatTask:
         return float(np.mean(np.abs(list(d.values()))))
 
     def base_report(self, model, tok) -> Dict[str, float]:
-        self._base_sims = self._sims(model, tok)
         e = self._embed_eval(model, tok, sorted(self.world.tests))
         rep: Dict[str, float] = {}
         for t, s in e.items():

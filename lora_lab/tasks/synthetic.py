@@ -43,7 +43,7 @@ class SyntheticTask:
     def target_gap(self, model, tok, target: BiasTarget, rewrite: Optional[Mapping] = None) -> float:
         return target_gap(model, tok, self.world, target, rewrite)
 
-    def quality(self, model, tok) -> Dict[str, float]:
+    def quality(self, model, tok, ref: M.Reference) -> Dict[str, float]:
         return {"fact_acc": fact_accuracy(model, tok, self.world)}
 
     def reference(self, model, tok) -> M.Reference:
