@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..world.crows import CrowsTarget, CrowsWorld, Pair
+from ..world.crows import CrowsWorld, Pair
+from ..world.io import NamedTarget
 
 NAN = float("nan")
 
@@ -123,14 +123,11 @@ class CrowsTask:
     def __init__(self, world: CrowsWorld):
         self.world = world
 
-    def bias_targets(self, kind: str, n: Optional[int]) -> List[CrowsTarget]:
-        if n is not None and n > len(self.world.types):
-            raise ConfigError(f"adapters.n: {n} adapters asked for, {self.world.cfg.path} has "
-                              f"{len(self.world.types)} bias types {self.world.types} (got {n})")
+    def bias_targets(self, kind: str, n: Optional[int]) -> List[NamedTarget]:
         return self.world.targets(n)
 
-    def objective(self, target: CrowsTarget, tok, acfg, seed: int) -> CounterfactualObjective:
-        return CounterfactualObjective(self.world.train[target.bias_type], self.world.retain, acfg.retain_fraction, tok)
+    def objective(self, target: NamedTarget, tok, acfg, seed: int) -> CounterfactualObjective:
+        return CounterfactualObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok)
 
     def diffs(self, model, tok) -> Dict[str, np.ndarray]:
         pairs = self.world.eval_pairs()
@@ -138,8 +135,8 @@ class CrowsTask:
         types = np.array([t for t, _ in pairs])
         return {t: d[types == t] for t in self.world.types}
 
-    def target_gap(self, model, tok, target: CrowsTarget, rewrite=None) -> float:
-        return float(np.abs(pair_diffs(model, tok, self.world.eval[target.bias_type])).mean())
+    def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
+        return float(np.abs(pair_diffs(model, tok, self.world.eval[target.name])).mean())
 
     def quality(self, model, tok, ref: CrowsReference) -> Dict[str, float]:
         return {"ppl_ratio": text_perplexity(model, tok, self.world.heldout) / ref.ppl}
@@ -148,14 +145,14 @@ class CrowsTask:
         return CrowsReference(text_perplexity(model, tok, self.world.heldout), self.diffs(model, tok))
 
     @staticmethod
-    def _gap(diffs: Dict[str, np.ndarray], targets: Sequence[CrowsTarget]) -> Dict[str, float]:
-        return {t.id: float(np.abs(diffs[t.bias_type]).mean()) for t in targets}
+    def _gap(diffs: Dict[str, np.ndarray], targets: Sequence[NamedTarget]) -> Dict[str, float]:
+        return {t.id: float(np.abs(diffs[t.name]).mean()) for t in targets}
 
-    def evaluate(self, model, tok, ref: CrowsReference, included: Sequence[CrowsTarget],
-                 all_targets: Sequence[CrowsTarget], rewrite=None):
+    def evaluate(self, model, tok, ref: CrowsReference, included: Sequence[NamedTarget],
+                 all_targets: Sequence[NamedTarget], rewrite=None):
         d = self.diffs(model, tok)
         gaps = self._gap(d, included)
-        inc = {t.bias_type for t in included}
+        inc = {t.name for t in included}
         others = [t for t in self.world.types if t not in inc]
         every = np.concatenate(list(d.values()))
         metrics = {

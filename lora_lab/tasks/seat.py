@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from ..config import ConfigError
-from ..world.seat import SETS, SeatTarget, SeatWorld, effect_size, p_value
+from ..world.io import NamedTarget
+from ..world.seat import SETS, SeatWorld, effect_size, p_value
 
 NAN = float("nan")
 
@@ -92,14 +92,11 @@ class SeatTask:
     def __init__(self, world: SeatWorld):
         self.world = world
 
-    def bias_targets(self, kind: str, n: Optional[int]) -> List[SeatTarget]:
-        if n is not None and n > len(self.world.tests):
-            raise ConfigError(f"adapters.n: {n} adapters asked for, the SEAT set has {len(self.world.tests)} tests "
-                              f"{sorted(self.world.tests)} (got {n})")
+    def bias_targets(self, kind: str, n: Optional[int]) -> List[NamedTarget]:
         return self.world.targets(n)
 
-    def objective(self, target: SeatTarget, tok, acfg, seed: int) -> SeatObjective:
-        return SeatObjective(self.world.train[target.test], self.world.retain, acfg.retain_fraction, tok)
+    def objective(self, target: NamedTarget, tok, acfg, seed: int) -> SeatObjective:
+        return SeatObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok)
 
     def _embed_eval(self, model, tok, tests: Sequence[str]) -> Dict[str, Dict[str, np.ndarray]]:
         flat = [(t, k, s) for t in tests for k in SETS for s in self.world.eval[t][k]]
@@ -119,8 +116,8 @@ class SeatTask:
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         return (e @ e.T)[np.triu_indices(len(e), 1)]
 
-    def target_gap(self, model, tok, target: SeatTarget, rewrite=None) -> float:
-        return abs(self.effects(model, tok, [target.test])[target.test])
+    def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
+        return abs(self.effects(model, tok, [target.name])[target.name])
 
     def quality(self, model, tok, ref: SeatReference) -> Dict[str, float]:
         return {"similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic)}
@@ -128,16 +125,16 @@ class SeatTask:
     def reference(self, model, tok) -> SeatReference:
         return SeatReference(self.effects(model, tok), self._sims(model, tok))
 
-    def evaluate(self, model, tok, ref: SeatReference, included: Sequence[SeatTarget], all_targets: Sequence[SeatTarget],
+    def evaluate(self, model, tok, ref: SeatReference, included: Sequence[NamedTarget], all_targets: Sequence[NamedTarget],
                  rewrite=None):
         d = self.effects(model, tok)
-        inc = {t.test for t in included}
+        inc = {t.name for t in included}
         others = [t for t in d if t not in inc]
-        gaps = {t.id: abs(d[t.test]) for t in included}
+        gaps = {t.id: abs(d[t.name]) for t in included}
         metrics = {
             "quality_ppl_ratio": NAN,  # an encoder has no perplexity
             "quality_fact_acc": NAN,
-            "bias_target_gap": float(np.mean([abs(d[t.test]) for t in (included or all_targets)])),
+            "bias_target_gap": float(np.mean([abs(d[t.name]) for t in (included or all_targets)])),
             "bias_offtarget_drift": float(np.mean([abs(d[t] - ref.effects[t]) for t in others])) if others else NAN,
             "control_explicit_acc": NAN,
             "diversity_entropy": NAN,
@@ -147,7 +144,7 @@ class SeatTask:
         return metrics, gaps
 
     def removal_gap(self, model, tok, included, all_targets) -> float:
-        d = self.effects(model, tok, [t.test for t in (included or all_targets)])
+        d = self.effects(model, tok, [t.name for t in (included or all_targets)])
         return float(np.mean(np.abs(list(d.values()))))
 
     def base_report(self, model, tok) -> Dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .io import DataError, holdout, read_text
+from .io import DataError, NamedTarget, first_targets, holdout, read_text
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -24,16 +24,6 @@ class Pair:
     anti: str
     bias_type: str
     row: int
-
-
-@dataclass(frozen=True)
-class CrowsTarget:
-    bias_type: str
-    kind: str = "counterfactual"
-
-    @property
-    def id(self) -> str:
-        return f"crows:{self.bias_type}"
 
 
 def read_pairs(path: str) -> List[Pair]:
@@ -90,8 +80,10 @@ class CrowsWorld:
             self.eval[t], self.train[t] = holdout(of_type, cfg.eval_fraction, rng)
         self.heldout, self.retain = holdout(read_text(cfg.text_path), cfg.heldout_fraction, np.random.default_rng([cfg.seed, 1]))
 
-    def targets(self, n: Optional[int] = None) -> List[CrowsTarget]:
-        return [CrowsTarget(t) for t in self.types[: n if n is not None else len(self.types)]]
+    def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
+        """One target per bias type; adapters equalise the type's counterfactual pairs."""
+        return first_targets([NamedTarget("crows", t, "counterfactual") for t in self.types], n,
+                             f"{self.cfg.path} (bias types)")
 
     def eval_pairs(self, types: Optional[Sequence[str]] = None) -> List[Tuple[str, Pair]]:
         return [(t, p) for t in (types or self.types) for p in self.eval[t]]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import List, Sequence, Tuple, TypeVar
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -12,6 +13,29 @@ T = TypeVar("T")
 
 class DataError(ValueError):
     """Malformed input data; the message is one line: file:row: field 'name': problem."""
+
+
+@dataclass(frozen=True)
+class NamedTarget:
+    """A bias target of a real-model world: one CrowS bias type, one SEAT test."""
+
+    world: str  # "crows", "seat": the id's prefix
+    name: str
+    kind: str  # what its adapter is trained to do
+
+    @property
+    def id(self) -> str:
+        return f"{self.world}:{self.name}"
+
+
+def first_targets(targets: Sequence[NamedTarget], n: Optional[int], source: str) -> List[NamedTarget]:
+    """The first n targets (all when n is None); more than exist is a config error."""
+    from ..config import ConfigError
+
+    if n is not None and n > len(targets):
+        raise ConfigError(f"adapters.n: {n} adapters asked for, {source} has {len(targets)} "
+                          f"{[t.name for t in targets]} (got {n})")
+    return list(targets[:n] if n is not None else targets)
 
 
 def read_text(path: str) -> List[str]:

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .io import DataError, holdout, read_text
+from .io import DataError, NamedTarget, first_targets, holdout, read_text
 from .seat_data import SHIPPED
 
 SETS = ("targ1", "targ2", "attr1", "attr2")
@@ -34,16 +34,6 @@ class SeatTest:
     name: str
     sets: Dict[str, Tuple[str, ...]]  # targ1/targ2/attr1/attr2 -> sentences
     categories: Dict[str, str]
-
-
-@dataclass(frozen=True)
-class SeatTarget:
-    test: str
-    kind: str = "seat"
-
-    @property
-    def id(self) -> str:
-        return f"seat:{self.test}"
 
 
 def read_tests(directory: str) -> List[SeatTest]:
@@ -122,6 +112,6 @@ class SeatWorld:
         # at least 2 held out: the similarity structure needs a pair
         self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([cfg.seed, 1]), minimum=2)
 
-    def targets(self, n: Optional[int] = None) -> List[SeatTarget]:
-        names = sorted(self.tests)
-        return [SeatTarget(t) for t in names[: n if n is not None else len(names)]]
+    def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
+        """One target per SEAT test; adapters shrink that test's effect size."""
+        return first_targets([NamedTarget("seat", t, "seat") for t in sorted(self.tests)], n, "the SEAT set (tests)")
