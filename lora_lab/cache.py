@@ -7,10 +7,16 @@
 - The manifest records the sha256 and size of every file. `load` verifies them all; an entry
   that fails (missing manifest, missing file, wrong checksum) is moved aside to
   `.corrupt-*` and reported as a miss, so it is rebuilt rather than loaded.
+- Concurrent jobs (joblib, SLURM array) asking for the same missing key build it once: the
+  builder holds an exclusive `flock` on `<root>/.locks/<kind>-<key>.lock`; the others block on it,
+  then find the finished entry and load it. The kernel drops the lock when its holder dies, so a
+  killed builder never blocks anyone. Across machines this needs a shared filesystem with
+  working `flock` (NFSv4 does; Lustre needs the `flock` mount option).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,9 +25,10 @@ import shutil
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,24 @@ def _sweep_dead_builds(parent: Path, key: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+@contextmanager
+def build_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if absent), waiting for the current holder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another job building %s", what)
+            t0 = time.perf_counter()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            log.info("%s: waited %.1fs", what, time.perf_counter() - t0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class ArtifactCache:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -142,6 +167,14 @@ class ArtifactCache:
         entry = self.load(kind, key)
         if entry is not None:
             return entry
+        with build_lock(self.root / ".locks" / f"{kind}-{key}.lock", f"{kind}/{key}"):
+            entry = self.load(kind, key)  # built by the job we waited for
+            if entry is not None:
+                return entry
+            return self._build(kind, key, build, describe)
+
+    def _build(self, kind: str, key: str, build: Callable[[Path], Dict[str, Any]],
+               describe: Optional[Dict[str, Any]]) -> Entry:
         final = self.entry_dir(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         _sweep_dead_builds(final.parent, key)
@@ -168,7 +201,8 @@ class ArtifactCache:
             try:
                 os.rename(tmp, final)
             except OSError:
-                # Someone else finished the same key first: theirs is as good as ours.
+                # Someone else finished the same key first (a filesystem without working flock):
+                # theirs is as good as ours.
                 shutil.rmtree(tmp, ignore_errors=True)
                 entry = self.load(kind, key)
                 if entry is None:

@@ -102,3 +102,28 @@ def test_killed_build_is_never_loaded_and_is_swept(tmp_path):
     build, calls = _writer(b"z")
     assert not cache.get_or_build("base", "k", build).hit
     assert not any(p.exists() for p in leftovers)  # the dead build's temp dir is gone
+
+
+def test_concurrent_builders_of_one_key_build_it_once(tmp_path):
+    """Several processes ask for the same missing key at once: one builds, the others wait and load."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from lora_lab.cache import ArtifactCache
+        def build(d):
+            with open({str(tmp_path / 'builds.log')!r}, "a") as f:
+                f.write(sys.argv[1] + "\\n")
+            time.sleep(1.0)  # long enough that every other process arrives mid-build
+            (d / "w.bin").write_bytes(b"built by " + sys.argv[1].encode())
+            return {{"by": sys.argv[1]}}
+        e = ArtifactCache(Path({str(tmp_path / 'c')!r})).get_or_build("base", "k", build)
+        print(e.hit, (e.path / "w.bin").read_text())
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stdout=subprocess.PIPE, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=60)[0].split(maxsplit=1) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    builders = (tmp_path / "builds.log").read_text().split()
+    assert len(builders) == 1
+    assert sorted(hit for hit, _ in outs) == ["False", "True", "True"]
+    assert {text.strip() for _, text in outs} == {f"built by {builders[0]}"}
+    assert [p.name for p in (tmp_path / "c" / "base").iterdir()] == ["k"]
