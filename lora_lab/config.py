@@ -389,6 +389,22 @@ class ComposeConfig:
         return sorted(set(self.schedule))
 
 
+@dataclass
+class LatencyConfig:
+    """Inference cost per composition mode (H6): forward latency of one fixed batch at each k."""
+
+    enabled: bool = True
+    batch_size: int = 32  # prompts per forward pass
+    warmup: int = 3  # untimed passes first (allocator, caches)
+    repeats: int = 15  # timed passes; the median is reported
+
+    def __post_init__(self) -> None:
+        p = "latency"
+        _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
+        _require(self.warmup >= 0, f"{p}.warmup", "must be >= 0", self.warmup)
+        _require(self.repeats > 0, f"{p}.repeats", "must be > 0", self.repeats)
+
+
 class LogMode(str, Enum):
     offline = "offline"  # written under the run dir; `wandb sync` uploads later
     online = "online"
@@ -418,6 +434,7 @@ class Config:
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     family: Any = MISSING
     compose: ComposeConfig = field(default_factory=ComposeConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0  # model init and training order; the world has its own seed
     cache_dir: Optional[str] = None  # default: $LORA_LAB_CACHE or ~/.cache/lora_lab

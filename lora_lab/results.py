@@ -21,11 +21,12 @@ TARGET_GAPS = "target_gaps.parquet"
 
 
 def to_frame(rows: Sequence[Dict[str, Any]], extra_metrics: Sequence[str] = ()) -> pd.DataFrame:
-    """DESIGN.md's columns, then the task's own metric columns."""
+    """DESIGN.md's columns, the task's own metric columns, then the latency columns."""
     from .eval.metrics import METRICS
+    from .latency import LATENCY
     from .stacking import IDENTITY
 
-    metrics = [*METRICS, *extra_metrics]
+    metrics = [*METRICS, *extra_metrics, *LATENCY]
     df = pd.DataFrame(list(rows), columns=[*IDENTITY, *metrics])
     return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", **{m: "float64" for m in metrics}})
 

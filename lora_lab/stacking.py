@@ -1,6 +1,7 @@
 """Stacking: for M seeded orderings of the N adapters, the nested prefixes k of the schedule,
 composed by each merge method and evaluated. Prefix k+1 is built from prefix k (an accumulator
-per merge method), so each step costs the same whatever k is.
+per merge method), so each step costs the same whatever k is. Each row also carries the
+composition's inference latency (`latency.py`): as deployed, and for LoRA unmerged in PEFT.
 
 Each (merge, ordering) curve is cached by content once complete: a killed job, rerun, recomputes
 only the curves it had not finished.
@@ -16,8 +17,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .adapters import Adapter, get_family
+from .adapters.lora import unmerged
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config, check_schedule
+from .latency import fixed_batch, forward_ms
 from .merges import MergeParams, accumulator
 
 TARGET_GAPS = "_target_gaps"  # per-row {adapter id: its own gap}; goes to target_gaps.parquet, not results
@@ -31,7 +34,7 @@ def orderings(n: int, m: int, seed: int) -> List[List[int]]:
 
 def config_hash(c: Config) -> str:
     """Everything that determines the numbers (not progress bars, cache location or logging)."""
-    fields = ("world", "model", "train", "adapters", "family", "compose", "seed")
+    fields = ("world", "model", "train", "adapters", "family", "compose", "latency", "seed")
     return content_key("config", {f: dataclasses.asdict(getattr(c, f)) if dataclasses.is_dataclass(getattr(c, f))
                                   else getattr(c, f) for f in fields})
 
@@ -39,6 +42,15 @@ def config_hash(c: Config) -> str:
 def merge_params(c: Config) -> MergeParams:
     k = c.compose
     return MergeParams(lam=k.lam, density=k.density, drop=k.drop, rank=k.rank, seed=c.seed)
+
+
+def _add(acc, ad: Adapter) -> None:
+    """LoRA factors go in as low-rank terms where the method sums them (one fused product per
+    module); everything else as dense deltas."""
+    if ad.factors is not None and hasattr(acc, "add_lowrank"):
+        acc.add_lowrank(ad.scaled_factors(), ad.id)
+    else:
+        acc.add(ad.scaled(), ad.id)
 
 
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
@@ -50,25 +62,41 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     ks = set(c.compose.ks(len(adapters)))
     acc = accumulator(merge, merge_params(c)) if family.space != "input" else None
     all_targets = [a.target for a in adapters]
+    lat = c.latency
+    texts = fixed_batch(task.latency_texts(), lat.batch_size)
+    nan = float("nan")
+
+    def latency(rewrite=None) -> float:
+        return forward_ms(model, tok, texts, lat, rewrite) if lat.enabled else nan
+
     rows = []
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
         if k > 0 and acc is not None:
-            ad = adapters[order[k - 1]]
-            acc.add(ad.scaled(), ad.id)
+            _add(acc, adapters[order[k - 1]])
         if k not in ks:
             continue
         included = [adapters[i].target for i in order[:k]]
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
+            ms = latency()
         elif family.space == "input":
             metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
+            ms = latency(task.rewriter(included, c.seed))
         else:
             with family.apply(model, acc.result()):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
+                ms = latency()
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
         rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
+                     "latency_ms": ms, "latency_unmerged_ms": ms if k == 0 and family.name == "lora" else nan,
                      TARGET_GAPS: gaps})
+    if family.name == "lora" and lat.enabled and max(ks) > 0:
+        # Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k.
+        with unmerged(model, [adapters[i] for i in order[: max(ks)]]) as activate:
+            for row in rows:
+                if row["k"] > 0:
+                    row["latency_unmerged_ms"] = forward_ms(activate(row["k"]), tok, texts, lat)
     return rows
 
 

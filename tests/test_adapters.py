@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 from scipy import stats
 
 from conftest import TINY, compose_cfg
 from lora_lab import training
 from lora_lab.adapters import get_family
 from lora_lab.adapters.calibrate import calibrate
-from lora_lab.adapters.lora import lora_deltas
+from lora_lab.adapters.lora import lora_deltas, unmerged
 from lora_lab.adapters.prompt import PromptRewriter, mixture
 from lora_lab.adapters.stage import build_adapters, measure_single
 from lora_lab.base import get_base, load_pretrained
@@ -18,6 +19,7 @@ from lora_lab.cache import ArtifactCache
 from lora_lab.config import validate
 from lora_lab.eval.probes import target_gap
 from lora_lab.interventions import steering, transformer_blocks, weight_edit
+from lora_lab.merges import MergeParams, accumulator
 from lora_lab.tasks import build_task
 
 PROBE = torch.tensor([[1, 5, 9, 12, 7], [1, 8, 3, 6, 10]])  # <bos> + four word ids
@@ -224,3 +226,29 @@ def test_calibrate_on_known_curves(curve, goal, reachable):
 def test_unknown_family_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"valid: \['lora', 'prompt', 'steer'\]"):
         get_family("ia3")
+
+
+def test_unmerged_peft_stack_equals_the_merged_sum_and_leaves_the_base(lora_setup):
+    """DESIGN invariant: merged and unmerged LoRA give the same outputs, here for k stacked
+    adapters at their stacking scales; afterwards no LoRA layer is left and the base is untouched."""
+    cfg, task, cache, base, adapters = lora_setup
+    adapters[1].scale = 1.7  # as calibration would set it
+    try:
+        before = _state(base.model)
+        acc = accumulator("sum", MergeParams())
+        merged = []
+        for ad in adapters:
+            acc.add_lowrank(ad.scaled_factors(), ad.id)
+            with weight_edit(base.model, acc.result()):
+                merged.append(_logits(base.model))
+        with unmerged(base.model, adapters) as activate:
+            for k, expected in enumerate(merged, start=1):
+                torch.testing.assert_close(_logits(activate(k)), expected, rtol=1e-5, atol=1e-5)
+            with pytest.raises(ValueError, match="adapters are loaded"):
+                activate(len(adapters) + 1)
+        assert not torch.allclose(merged[-1], merged[0], atol=1e-4)
+        assert not any(isinstance(m, LoraLayer) for m in base.model.modules())
+        assert type(base.model.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+        _assert_bit_identical(base.model, before)
+    finally:
+        adapters[1].scale = 1.0

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lora_lab.merges import MergeParams, accumulator, merge
+from lora_lab.merges.lowrank import densify, fused_sum
 
 T = torch.tensor
 
@@ -87,3 +88,31 @@ def test_incremental_prefixes_equal_from_scratch(name):
         inc, scratch = acc.result(), merge(name, deltas[:k], ids[:k], p)
         for key in ("a", "b"):
             torch.testing.assert_close(inc[key], scratch[key], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_low_rank_sum_is_the_sum_of_the_products():
+    g = torch.Generator().manual_seed(1)
+    factors = [{"w": (torch.randn(6, 2, generator=g), torch.randn(2, 5, generator=g))} for _ in range(4)]
+    by_hand = sum(left @ right for f in factors for left, right in f.values())
+    torch.testing.assert_close(fused_sum(factors)["w"], by_hand, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="different modules"):
+        fused_sum([factors[0], {"v": factors[1]["w"]}])
+
+
+@pytest.mark.parametrize("name", ["sum", "mean"])
+def test_low_rank_prefixes_equal_dense_from_scratch(name):
+    """LoRA factors added to the accumulator, flushed at uneven prefixes (a pow2 schedule),
+    give the dense from-scratch merge; dense and low-rank adds may be mixed."""
+    g = torch.Generator().manual_seed(2)
+    factors = [{"a": (torch.randn(6, 3, generator=g), torch.randn(3, 4, generator=g))} for _ in range(9)]
+    dense = [densify(f) for f in factors]
+    ids = [f"ad{i}" for i in range(9)]
+    p = MergeParams(lam=0.7)
+    acc = accumulator(name, p)
+    for k in range(1, 10):
+        if k == 3:
+            acc.add(dense[k - 1], ids[k - 1])
+        else:
+            acc.add_lowrank(factors[k - 1], ids[k - 1])
+        if k in (1, 2, 4, 8, 9):
+            torch.testing.assert_close(acc.result()["a"], merge(name, dense[:k], ids[:k], p)["a"], rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ..merges.lowrank import Factors
 from ..world import BiasTarget
 
 
@@ -25,6 +26,8 @@ class Adapter:
     meta: Dict[str, Any] = field(default_factory=dict)  # training stats, parameter count, cache info
     path: Optional[Path] = None  # cache entry (None for parameter-free families)
     scale: float = 1.0  # strength multiplier (1 unless calibrated)
+    factors: Optional[Factors] = None  # lora: module -> (left, right), tensors[m] == left @ right
+
 
     @property
     def id(self) -> str:
@@ -32,6 +35,10 @@ class Adapter:
 
     def scaled(self) -> Dict[str, torch.Tensor]:
         return {k: v * self.scale for k, v in self.tensors.items()} if self.scale != 1.0 else self.tensors
+
+    def scaled_factors(self) -> Factors:
+        assert self.factors is not None, f"{self.family} adapters have no low-rank factors"
+        return {k: (left * self.scale, right) for k, (left, right) in self.factors.items()}
 
 
 def get_family(name: str):

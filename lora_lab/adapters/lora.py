@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Iterator, Sequence
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
+from torch import nn
 
 from ..interventions import weight_edit
+from ..merges.lowrank import Factors, densify
 from ..training import Objective, train
+from . import Adapter
 
 # Every attention and MLP projection, per architecture (model.config.model_type).
 DEFAULT_TARGET_MODULES = {
@@ -23,28 +28,62 @@ DEFAULT_TARGET_MODULES = {
 PREFIX = "base_model.model."
 
 
-def lora_deltas(state: Dict[str, torch.Tensor], scaling: float, fan_in_fan_out: bool) -> Dict[str, torch.Tensor]:
-    """Per-module weight deltas from LoRA factors: scaling * B @ A, transposed for Conv1D
-    layers (fan_in_fan_out) so each delta has its weight's layout. Pure tensor maths."""
+def lora_factors(state: Dict[str, torch.Tensor], scaling: float, fan_in_fan_out: bool) -> Factors:
+    """Per-module (left, right) with scaling * B @ A == left @ right in the weight's layout
+    (transposed for Conv1D layers, fan_in_fan_out). Pure tensor maths."""
     out = {}
     for key, a in state.items():
         if not key.endswith(".lora_A.weight"):
             continue
         module = key[len(PREFIX) : -len(".lora_A.weight")] if key.startswith(PREFIX) else key[: -len(".lora_A.weight")]
         b = state[key.replace(".lora_A.", ".lora_B.")]
-        delta = scaling * (b.double() @ a.double())
-        out[module] = (delta.T if fan_in_fan_out else delta).float().contiguous()
+        out[module] = (a.T * scaling, b.T) if fan_in_fan_out else (b * scaling, a)
     return out
 
 
-def load_lora_deltas(path: Path) -> Dict[str, torch.Tensor]:
-    """Deltas of a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
+def lora_deltas(state: Dict[str, torch.Tensor], scaling: float, fan_in_fan_out: bool) -> Dict[str, torch.Tensor]:
+    """Per-module dense weight deltas scaling * B @ A, each in its weight's layout."""
+    return densify(lora_factors(state, scaling, fan_in_fan_out))
+
+
+def load_lora_factors(path: Path) -> Factors:
+    """Factors of a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
     cfg = json.loads((Path(path) / "adapter_config.json").read_text())
     if cfg.get("use_rslora"):
         scaling = cfg["lora_alpha"] / cfg["r"] ** 0.5
     else:
         scaling = cfg["lora_alpha"] / cfg["r"]
-    return lora_deltas(load_file(str(Path(path) / "adapter_model.safetensors")), scaling, cfg["fan_in_fan_out"])
+    state = {k: v.float() for k, v in load_file(str(Path(path) / "adapter_model.safetensors")).items()}
+    return lora_factors(state, scaling, cfg["fan_in_fan_out"])
+
+
+@contextmanager
+def unmerged(model, adapters: Sequence[Adapter]) -> Iterator[Callable[[int], nn.Module]]:
+    """`model` with the adapters loaded by PEFT, unmerged, each at its stacking scale. Yields
+    `activate(k)`: the first k adapters active (k >= 1), so every adapted layer computes
+    W0 x + Σ_{i<k} s_i B_i A_i x. The LoRA layers are taken out on exit; base weights are never touched."""
+    names = [f"a{i}" for i in range(len(adapters))]  # PEFT names are module keys: no ':' or '.'
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        pm = PeftModel.from_pretrained(model, str(adapters[0].path), adapter_name=names[0])
+    try:
+        for name, ad in zip(names[1:], adapters[1:]):
+            pm.load_adapter(str(ad.path), adapter_name=name)
+        for module in pm.modules():
+            if isinstance(module, LoraLayer):
+                for name, ad in zip(names, adapters):
+                    module.set_scale(name, ad.scale)
+
+        def activate(k: int) -> nn.Module:
+            if not 1 <= k <= len(names):
+                raise ValueError(f"k={k}: {len(names)} adapters are loaded")
+            pm.base_model.set_adapter(names[:k], inference_mode=True)
+            return pm
+
+        yield activate
+    finally:
+        pm.unload()
+        model.__dict__.pop("peft_config", None)
 
 
 class LoraFamily:
@@ -81,7 +120,10 @@ class LoraFamily:
                 "n_params": sum(p.numel() for p in params)}
 
     def load(self, path: Path) -> Dict[str, torch.Tensor]:
-        return load_lora_deltas(path)
+        return densify(load_lora_factors(path))
+
+    def load_factors(self, path: Path) -> Factors:
+        return load_lora_factors(path)
 
     def apply(self, model, tensors: Dict[str, torch.Tensor]):
         return weight_edit(model, tensors)

@@ -59,7 +59,9 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
             return {**meta, "target": t.id}
 
         entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload), build, describe=payload)
-        out.append(Adapter(t, family.name, family.load(entry.path), {**entry.meta, "cache_hit": entry.hit}, entry.path))
+        factors = family.load_factors(entry.path) if hasattr(family, "load_factors") else None
+        out.append(Adapter(t, family.name, family.load(entry.path), {**entry.meta, "cache_hit": entry.hit}, entry.path,
+                           factors=factors))
     return out
 
 

@@ -5,6 +5,8 @@ A delta is a dict name -> tensor: per-module weight deltas (weight space) or {"v
 - `merge(deltas, ids, params)`: the from-scratch merge of k deltas, written as the paper states it;
 - an accumulator with `add(delta, id)` / `result()`: prefix k+1 from prefix k at a cost that does not
   grow with k. Tests check the two agree.
+Accumulators of `sum` and `mean` also take LoRA factors (`add_lowrank`), summed as one fused
+product per module (`lowrank.fused_sum`) rather than k dense additions.
 `ids` name the adapters (DARE seeds each adapter's drop mask from its id, so masks do not depend on
 the order or on which other adapters are present).
 """

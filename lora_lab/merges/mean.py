@@ -6,6 +6,7 @@ from typing import List
 
 from . import Delta, MergeParams
 from . import sum as sum_
+from .lowrank import Factors
 
 
 def merge(deltas: List[Delta], ids: List[str], p: MergeParams) -> Delta:
@@ -19,6 +20,10 @@ class Accumulator:
 
     def add(self, delta: Delta, ident: str) -> None:
         self.inner.add(delta, ident)
+        self.k += 1
+
+    def add_lowrank(self, factors: Factors, ident: str) -> None:
+        self.inner.add_lowrank(factors, ident)
         self.k += 1
 
     def result(self) -> Delta:

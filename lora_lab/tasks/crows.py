@@ -40,13 +40,13 @@ def encode(tok, texts: Sequence[str], limit: int) -> Tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _limit(model) -> int:
+def position_limit(model) -> int:
     return int(getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024))
 
 
 def sequence_logprobs(model, tok, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per text: sum of log p(token | prefix) over every token after the first, and that count."""
-    ids, mask = encode(tok, texts, _limit(model))
+    ids, mask = encode(tok, texts, position_limit(model))
     ids, mask = ids.to(model.device), mask.to(model.device)
     logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
     lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
@@ -134,6 +134,10 @@ class CrowsTask:
         d = pair_diffs(model, tok, [p for _, p in pairs])
         types = np.array([t for t, _ in pairs])
         return {t: d[types == t] for t in self.world.types}
+
+    def latency_texts(self) -> List[str]:
+        """Inputs for the latency probe: the held-out general text."""
+        return list(self.world.heldout)
 
     def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
         return float(np.abs(pair_diffs(model, tok, self.world.eval[target.name])).mean())

@@ -116,6 +116,10 @@ class SeatTask:
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         return (e @ e.T)[np.triu_indices(len(e), 1)]
 
+    def latency_texts(self) -> List[str]:
+        """Inputs for the latency probe: the held-out general text."""
+        return list(self.world.heldout)
+
     def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
         return abs(self.effects(model, tok, [target.name])[target.name])
 

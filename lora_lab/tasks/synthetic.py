@@ -40,6 +40,16 @@ class SyntheticTask:
 
         return mixture(self.world, targets)
 
+    def rewriter(self, targets: Sequence[BiasTarget], seed: int = 0):
+        """The deployable pre-processor for these targets (samples one rewrite per prompt)."""
+        from ..adapters.prompt import PromptRewriter
+
+        return PromptRewriter(self.world, targets, seed)
+
+    def latency_texts(self) -> List[str]:
+        """Inputs for the latency probe: the neutral prompts, which the pre-processor rewrites."""
+        return [p for per_role in zip(*self.world.neutral_probes().values()) for p in per_role]
+
     def target_gap(self, model, tok, target: BiasTarget, rewrite: Optional[Mapping] = None) -> float:
         return target_gap(model, tok, self.world, target, rewrite)
 

@@ -1,0 +1,58 @@
+"""Inference cost (H6): wall-clock latency of one forward pass over a fixed batch.
+
+The timed region is tokenisation plus the forward pass: the prompt pre-processor's cost is its text
+rewriting, so that must be inside it. `warmup` untimed passes run first, then the median of
+`repeats` timed passes is reported in milliseconds (the median, because CPU timings have a long
+right tail). Every mode of a curve is timed in the same process on the same batch as its k = 0
+baseline, so ratios within a run are meaningful even when absolute numbers vary between machines.
+
+Modes (the results columns they fill):
+- `latency_ms`: the composition as deployed by its family: LoRA merged into the weights, steering
+  vectors added by hooks, prompts rewritten by the pre-processor; k = 0 is the bare base model.
+- `latency_unmerged_ms` (LoRA only): the same k adapters active but unmerged in PEFT, each layer
+  computing W0 x + Σ_i s_i B_i A_i x.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from typing import Callable, List, Optional, Sequence
+
+import torch
+
+from .tasks.crows import encode, position_limit
+
+LATENCY = ("latency_ms", "latency_unmerged_ms")
+
+
+def fixed_batch(texts: Sequence[str], n: int) -> List[str]:
+    """The first `n` texts, cycled when there are fewer."""
+    return list(itertools.islice(itertools.cycle(texts), n))
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def forward_ms(model, tok, texts: Sequence[str], cfg, rewrite: Optional[Callable[[str], str]] = None) -> float:
+    """Median latency (ms) of tokenising `texts` (rewritten first, if given) and one forward pass."""
+    limit = position_limit(model)
+
+    @torch.inference_mode()
+    def step():
+        batch = [rewrite(t) for t in texts] if rewrite is not None else texts
+        ids, mask = encode(tok, batch, limit)
+        model(input_ids=ids.to(model.device), attention_mask=mask.long().to(model.device))
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return median_ms(step, cfg.repeats, cfg.warmup)
