@@ -33,6 +33,8 @@ METRIC_LABEL = {
     "control_explicit_acc": ("explicit-prompt accuracy", "Controllability"),
     "diversity_entropy": ("normalised entropy", "Attribute diversity"),
     "removal_gap": ("TV distance to target", "Bias gap after removal"),
+    "latency_ms": ("latency (ms per batch)", "Forward latency as deployed"),
+    "latency_unmerged_ms": ("latency (ms per batch)", "Forward latency, LoRA unmerged (PEFT)"),
 }
 K_LABEL = "adapters stacked, k"
 
@@ -140,9 +142,33 @@ def interference_figure(gaps: pd.DataFrame, out: Path) -> List[Path]:
         return _save(fig, out, "fig_interference")
 
 
+def latency_figure(df: pd.DataFrame, out: Path) -> List[Path]:
+    """H6: forward latency vs k per inference mode, each family at its primary merge, 95% band."""
+    from .stats import LATENCY_MODES
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
+        for (mode, fam, column, _, _), color, marker in zip(LATENCY_MODES, OKABE_ITO, ("o", "s", "^", "D")):
+            g = df[df.family == fam]
+            if g.empty or column not in g or g[column].isna().all():
+                continue
+            _line_with_band(ax, band(g[g["merge"] == primary_merge(g)], column), color, mode, marker)
+        ax.set(xlabel=K_LABEL, ylabel=METRIC_LABEL["latency_ms"][0], title="Inference cost per mode")
+        ax.set_ylim(bottom=0)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _legend_below(ax, ncol=2)
+        return _save(fig, out, "fig_latency")
+
+
 def all_figures(df: pd.DataFrame, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
-    """A figure per measured metric (a world's own columns included; all-NaN ones skipped)."""
-    figs = {m: metric_figure(df, m, out) for m in metric_columns(df)}
+    """A figure per measured metric (a world's own columns included; all-NaN ones skipped), and
+    the latency modes together in one figure."""
+    from lora_lab.latency import LATENCY
+
+    metrics = metric_columns(df)
+    figs = {m: metric_figure(df, m, out) for m in metrics if m not in LATENCY}
+    if any(m in LATENCY for m in metrics):
+        figs["latency"] = latency_figure(df, out)
     for fam in _family_order(df.family.unique()):
         if df[df.family == fam]["merge"].nunique() > 1:
             figs[f"merges_{fam}"] = merge_figure(df, fam, out)

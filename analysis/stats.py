@@ -261,12 +261,74 @@ def h5(df: pd.DataFrame) -> Claim:
     return c
 
 
-def h6(df: pd.DataFrame) -> Claim:
-    c = Claim("H6", "merged weights cost no inference time; unmerged adapters and steering do", "latency vs k per mode")
-    c.note = "no latency column in the results: this sweep does not measure inference cost"
-    return c
+# Inference modes (family, results column) and what H6 says of each: "flat" (no cost, whatever k),
+# "grows" (cost rising with k), "costs" (slower than the bare base).
+LATENCY_MODES = (
+    ("lora merged", "lora", "latency_ms", "flat", "merged weights cost no inference time"),
+    ("lora unmerged", "lora", "latency_unmerged_ms", "grows", "unmerged adapters cost inference time, growing with k"),
+    ("steer hooks", "steer", "latency_ms", "costs", "steering hooks cost inference time"),
+    ("prompt rewrite", "prompt", "latency_ms", "costs", "the prompt pre-processor costs inference time"),
+)
+FLAT_MARGIN = 0.10  # "flat": the 95% CI of latency(k max) / latency(k = 0) lies within 1 ± this
+
+
+def latency_curves(g: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per curve (seed, ordering): latency at k = 0 and at the largest k (ms), their ratio, and
+    the least-squares slope of latency ÷ base per added adapter."""
+    rows = []
+    for unit, c in g.dropna(subset=[column]).groupby(UNIT):
+        c = c.sort_values("k")
+        if c.k.iloc[0] != 0 or c.k.nunique() < 2:
+            continue
+        base, top = float(c[column].iloc[0]), float(c[column].iloc[-1])
+        slope = np.polyfit(c.k.to_numpy(float), c[column].to_numpy(float) / base, 1)[0]
+        rows.append({"base_ms": base, "top_ms": top, "k_max": int(c.k.iloc[-1]), "ratio": top / base, "slope": slope})
+    return pd.DataFrame(rows, columns=["base_ms", "top_ms", "k_max", "ratio", "slope"])
+
+
+def h6(df: pd.DataFrame) -> List[Claim]:
+    """Latency at the largest k ÷ the bare base, per inference mode, over curves."""
+    out = []
+    for mode, fam, column, expect, claim in LATENCY_MODES:
+        g = df[df.family == fam]
+        if g.empty:
+            continue
+        c = Claim(f"H6 ({mode})", claim, "latency at the largest k ÷ at k = 0 (×), mean over curves")
+        if column not in g.columns or g[column].isna().all():
+            c.note = "latency not measured (results without latency columns, or latency.enabled=false)"
+            out.append(c)
+            continue
+        g = g[g["merge"] == sorted(g["merge"].unique(), key=lambda m: (m != "sum", m))[0]]
+        lc = latency_curves(g, column)
+        if lc.empty:
+            c.note = "no curve from k = 0 with two or more k"
+            out.append(c)
+            continue
+        c.value, c.n = float(lc.ratio.mean()), len(lc)
+        c.ci = bootstrap_ci(lc.ratio.to_numpy()) if len(lc) >= 2 else (c.value, c.value)
+        slope_ms = float((lc.slope * lc.base_ms).mean())
+        c.note = (f"{lc.base_ms.median():.3g} ms at k = 0 -> {lc.top_ms.median():.3g} ms at k = {lc.k_max.max()} "
+                  f"(medians over curves); slope {slope_ms:+.3g} ms per added adapter")
+        lo, hi = c.ci
+        if expect == "flat":
+            c.test = f"equivalence: 95% CI of the ratio within 1 ± {FLAT_MARGIN:g}"
+            if lo >= 1 - FLAT_MARGIN and hi <= 1 + FLAT_MARGIN and len(lc) >= 2:
+                c.verdict = "supported"
+            elif lo > 1 + FLAT_MARGIN or hi < 1 - FLAT_MARGIN:
+                c.verdict = "not supported"
+            else:
+                c.verdict = "inconclusive"
+        else:
+            x = lc.slope.to_numpy() if expect == "grows" else lc.ratio.to_numpy() - 1
+            c.test = ("one-sided t-test: per-curve slope of latency ÷ base > 0" if expect == "grows"
+                      else "one-sided t-test: per-curve ratio > 1")
+            c.p = _one_sided_t(x, +1)
+            c.verdict = "inconclusive" if len(lc) < 2 else verdict(c.ci, c.p, +1, null=1.0)
+        out.append(c)
+    return out or [Claim("H6", "merged weights cost no inference time; unmerged adapters and steering do",
+                         "latency vs k per mode", note="no family with latency in the table")]
 
 
 def all_claims(df: pd.DataFrame) -> Tuple[List[Claim], pd.DataFrame]:
     c2, per_k = h2(df)
-    return [*h1(df), c2, *h3(df), *h4(df), h5(df), h6(df)], per_k
+    return [*h1(df), c2, *h3(df), *h4(df), h5(df), *h6(df)], per_k

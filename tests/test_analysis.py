@@ -85,7 +85,36 @@ def test_untestable_hypotheses_say_so():
     claims, _ = stats.all_claims(synthetic({"lora": 0.5}))
     assert _claim(claims, "H2").verdict == "not testable" and "output-space" in _claim(claims, "H2").note
     assert _claim(claims, "H5").verdict == "not testable"
-    assert _claim(claims, "H6").verdict == "not testable" and "latency" in _claim(claims, "H6").note
+    h6 = _claim(claims, "H6 (lora merged)")
+    assert h6.verdict == "not testable" and "latency" in h6.note
+
+
+def with_latency(df, seed=0):
+    """Plant H6: LoRA merged flat at 2 ms, unmerged +0.1 ms per adapter, steering hooks +0.4 ms
+    at every k >= 1; timing noise 1%."""
+    rng = np.random.default_rng(seed)
+    df = df.copy()
+    jitter = 1 + rng.normal(0, 0.01, len(df))
+    on = (df.k > 0).to_numpy()
+    df["latency_ms"] = np.where(df.family == "steer", 2.0 + 0.4 * on, 2.0) * jitter
+    df["latency_unmerged_ms"] = np.where(df.family == "lora", (2.0 + 0.1 * df.k) * jitter, np.nan)
+    return df
+
+
+def test_h6_flat_merged_growing_unmerged_costly_hooks():
+    df = with_latency(synthetic({"lora": 0.5, "steer": 1.0}))
+    claims, _ = stats.all_claims(df)
+    merged, unmerged, hooks = (_claim(claims, f"H6 ({m})") for m in ("lora merged", "lora unmerged", "steer hooks"))
+    assert merged.verdict == "supported" and merged.value == pytest.approx(1.0, abs=0.02)
+    assert unmerged.verdict == "supported" and hooks.verdict == "supported"
+    g = df[df.family == "lora"]
+    by_hand = [c.sort_values("k").latency_unmerged_ms.iloc[-1] / c.sort_values("k").latency_unmerged_ms.iloc[0]
+               for _, c in g.groupby(["seed", "ordering"])]
+    assert unmerged.value == pytest.approx(np.mean(by_hand)) and unmerged.value == pytest.approx(1.4, abs=0.05)
+    assert hooks.value == pytest.approx(1.2, abs=0.02) and unmerged.n == 8
+    assert "ms per added adapter" in unmerged.note and "+0.1 ms" in unmerged.note
+    slow = df.assign(latency_ms=np.where(df.family == "lora", 2.0 + 0.2 * df.k, df.latency_ms))  # merged that is not free
+    assert _claim(stats.all_claims(slow)[0], "H6 (lora merged)").verdict == "not supported"
 
 
 def test_prompt_baseline_h5():
@@ -103,12 +132,13 @@ def test_bootstrap_ci_is_deterministic_and_covers_the_mean():
 
 
 def test_report_files_deterministic_and_deduplicated(tmp_path):
-    d = _write(synthetic({"lora": 0.5, "steer": 1.0, "prompt": 0.0}), tmp_path / "sweep")
+    d = _write(with_latency(synthetic({"lora": 0.5, "steer": 1.0, "prompt": 0.0})), tmp_path / "sweep")
     out = build(d)
     pdfs, pngs = sorted(out.glob("fig_*.pdf")), sorted(out.glob("fig_*.png"))
-    assert len(pdfs) == len(pngs) == len(METRICS)  # one merge per family: no merge figures, no gaps table
+    assert len(pdfs) == len(pngs) == len(METRICS) + 1  # + fig_latency; one merge per family: no merge figures
+    assert (out / "fig_latency.pdf").exists()
     md = (out / "claims.md").read_text()
-    assert "| H1 (lora) |" in md and "| H6 |" in md and "not testable" in md
+    assert "| H1 (lora) |" in md and "| H6 (lora merged) |" in md and "| H6 (prompt rewrite) |" in md
     assert "\\begin{tabular}" in (out / "claims.tex").read_text()
     first = {p.name: p.read_bytes() for p in [out / "claims.md", out / "claims.tex", out / "dashboard.html", *pdfs]}
     build(d)
