@@ -395,8 +395,8 @@ class LatencyConfig:
 
     enabled: bool = True
     batch_size: int = 32  # prompts per forward pass
-    warmup: int = 3  # untimed passes first (allocator, caches)
-    repeats: int = 15  # timed passes; the median is reported
+    warmup: int = 5  # untimed passes first (allocator, caches)
+    repeats: int = 30  # timed passes; the median is reported
 
     def __post_init__(self) -> None:
         p = "latency"
