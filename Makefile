@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_scale.py
 
 clean-venv:
 	rm -rf $(VENV)

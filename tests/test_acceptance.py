@@ -105,7 +105,14 @@ def test_issue3_default_sweep(default_run, default_cache, tmp_path):
 
     assert main([str(sweep)]) == 0
     report = sweep / "report"
-    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 8  # 7 metrics + interference
+    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 9  # 7 metrics, interference, latency
     claims = (report / "claims.md").read_text()
-    for h in ("H1 (lora)", "H1 (steer)", "H2", "H3 (lora)", "H4a (lora)", "H5", "H6"):
+    for h in ("H1 (lora)", "H1 (steer)", "H2", "H3 (lora)", "H4a (lora)", "H5", "H6 (lora merged)", "H6 (lora unmerged)",
+              "H6 (steer hooks)", "H6 (prompt rewrite)"):
         assert f"| {h} |" in claims
+
+    # issue 6: latency in every row. Bounds are loose (CI timings are noisy); the report states the numbers.
+    assert (df.latency_ms > 0).all() and df[df.family == "lora"].latency_unmerged_ms.notna().all()
+    lora = df[df.family == "lora"].groupby("k")[["latency_ms", "latency_unmerged_ms"]].median()
+    assert 0.5 < lora.latency_ms[16] / lora.latency_ms[0] < 2  # merged: the base model's cost
+    assert lora.latency_unmerged_ms[16] / lora.latency_unmerged_ms[0] > 2  # 16 unmerged adapters: 16 extra products per layer
