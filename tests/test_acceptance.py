@@ -30,7 +30,9 @@ def default_run(default_cache, tmp_path_factory):
     cache = default_cache
     out = tmp_path_factory.mktemp("runs")
     counter = iter(range(100))
-    return lambda *o: run(compose_cfg(["progress=false", f"cache_dir={cache}", *o]), output_dir=out / str(next(counter)))
+    # Few timed passes here: only the sweep below checks latency, with the default settings.
+    return lambda *o: run(compose_cfg(["progress=false", f"cache_dir={cache}", "latency.repeats=3", "latency.warmup=1", *o]),
+                          output_dir=out / str(next(counter)))
 
 
 def test_issue1_base_model(default_run):

@@ -9,8 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import CONF, ROOT, TINY
+from conftest import CONF, ROOT, TINY, compose_cfg
 from lora_lab.latency import LATENCY
+from lora_lab.run import run
 
 KEY = ["family", "merge", "ordering", "k"]
 
@@ -37,7 +38,10 @@ def test_concurrent_submitit_jobs_build_shared_artifacts_once(tmp_path):
     assert len(_entries(cache, "adapter_lora")) == 3
     assert len(_entries(cache, "curve")) == 2 * 2  # (sum, mean) x 2 orderings
     assert sorted(together["merge"].unique()) == ["mean", "sum"]
-    serial = _multirun(tmp_path / "serial", tmp_path / "serial_cache")  # basic launcher: one job after the other
+    serial = pd.concat([  # one job after the other, in this process, on a cache of its own
+        run(compose_cfg([*TINY, "family=lora", f"compose.merge={m}", f"cache_dir={tmp_path / 'serial_cache'}"]),
+            output_dir=tmp_path / "serial" / m)["results"] for m in ("[sum]", "[mean]")
+    ]).drop(columns=list(LATENCY)).sort_values(KEY, ignore_index=True)
     pd.testing.assert_frame_equal(together, serial)
 
 
