@@ -7,14 +7,13 @@ Both paths run in this process on the same model and prompts; the ratio is what 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from lora_lab.config import ModelConfig, SyntheticWorldConfig
 from lora_lab.eval.probes import attribute_distributions
+from lora_lab.latency import median_ms
 from lora_lab.model.build import build_model
 from lora_lab.world import SyntheticWorld, build_tokenizer
 
@@ -33,14 +32,8 @@ def unbatched(model, tok, world):
     return out
 
 
-def median_seconds(fn, repeats):
-    fn()  # warm-up, excluded
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def median_seconds(fn, repeats: int) -> float:
+    return median_ms(fn, repeats, warmup=1) / 1000  # one untimed warm-up call
 
 
 def main():

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 import warnings
 
 import torch
@@ -33,6 +31,7 @@ from lora_lab.adapters.steer import frozen
 from lora_lab.config import ComposeConfig, ModelConfig, SyntheticWorldConfig
 from lora_lab.eval import metrics as M
 from lora_lab.interventions import steering, transformer_blocks, weight_edit
+from lora_lab.latency import median_ms
 from lora_lab.merges import MergeParams, accumulator
 from lora_lab.merges.lowrank import fused_sum
 from lora_lab.model.build import build_model
@@ -44,13 +43,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up, excluded
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_ms(fn, repeats, warmup=1) / 1000  # one untimed warm-up call
 
 
 def peft_with_adapters(model, n: int, rank: int, alpha: float, seed: int):
@@ -144,12 +137,11 @@ def main():
     reps = max(1, args.repeats // 2)
     t_peft = median_seconds(lambda: peft_curve(evaluate), reps)
     t_ours = median_seconds(lambda: ours_curve(evaluate), reps)
-    print(f"\n2. evaluation throughput along that curve (compose + the full probe set per composition)")
+    print("\n2. evaluation throughput along that curve (compose + the full probe set per composition)")
     print(f"   PEFT {len(ks) / t_peft:.2f} compositions/s, lora_lab {len(ks) / t_ours:.2f} compositions/s, "
           f"ratio {t_peft / t_ours:.2f}x")
 
-    pm.unload()
-    del pm
+    pm.unload()  # LoRA layers out: the training runs below start from the bare base
     target = targets[0]
     objective = LMObjective(encode_pairs(tok, world.adapter_corpus(target, 64, 0.5, seed=0)), tok.pad_token_id)
     steps, bs = args.train_steps, 32
