@@ -63,6 +63,8 @@ def test_every_shipped_yaml_composes_and_validates(group, option, tmp_path):
         ("train.lr=-1e-3", "train.lr"),
         ("train.steps=0", "train.steps"),
         ("train.epochs=0", "train.epochs"),
+        ("latency.repeats=0", "latency.repeats"),
+        ("latency.batch_size=0", "latency.batch_size"),
     ],
 )
 def test_bad_values_fail_naming_the_field(override, field):
@@ -90,6 +92,13 @@ def test_typos_and_types_fail_at_compose_time(override, exc):
 def test_every_experiment_composes_with_the_sweep_and_validates(name):
     cfg = compose_cfg(["+sweep=stacking", f"+experiments={name}"])
     validate(cfg)
+
+
+def test_scale_experiment_reaches_256_adapters_with_enough_roles():
+    c = validate(compose_cfg(["+sweep=stacking", "+experiments=scale", "world.roles=128", "adapters.n=256"]))
+    assert c.compose.ks(c.adapters.n) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256]
+    with pytest.raises(ConfigError, match="^adapters.n: this world has 128 rebalance targets"):
+        validate(compose_cfg(["+sweep=stacking", "+experiments=scale", "adapters.n=256"]))
 
 
 def test_hub_ids_are_not_checked_as_paths():
