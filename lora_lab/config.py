@@ -397,9 +397,17 @@ class LatencyConfig:
     batch_size: int = 32  # prompts per forward pass
     warmup: int = 5  # untimed passes first (allocator, caches)
     repeats: int = 30  # timed passes; the median is reported
+    # CPU intra-op threads while timing; 0 = torch's default. One thread leaves the other cores to
+    # background work, which halves run-to-run variation on a 2-core machine (measured).
+    threads: int = 1
+    # Extra warm-up (seconds of untimed passes) before the first timing of each curve, which
+    # follows cache writes and model loading: without it, k = 0 read ~10% slow on 2 cores (measured).
+    settle_s: float = 0.5
 
     def __post_init__(self) -> None:
         p = "latency"
+        _require(self.threads >= 0, f"{p}.threads", "must be >= 0", self.threads)
+        _require(self.settle_s >= 0, f"{p}.settle_s", "must be >= 0", self.settle_s)
         _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
         _require(self.warmup >= 0, f"{p}.warmup", "must be >= 0", self.warmup)
         _require(self.repeats > 0, f"{p}.repeats", "must be > 0", self.repeats)

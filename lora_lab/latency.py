@@ -1,6 +1,6 @@
 """Inference cost (H6): wall-clock latency of one forward pass over a fixed batch.
 
-The timed region is tokenisation plus the forward pass: the prompt pre-processor's cost is its text
+The timed region is tokenisation plus the forward pass, on `latency.threads` CPU threads: the prompt pre-processor's cost is its text
 rewriting, so that must be inside it. `warmup` untimed passes run first, then the median of
 `repeats` timed passes is reported in milliseconds (the median, because CPU timings have a long
 right tail). Every mode of a curve is timed in the same process on the same batch as its k = 0
@@ -15,6 +15,7 @@ Modes (the results columns they fill):
 
 from __future__ import annotations
 
+import gc
 import itertools
 import statistics
 import time
@@ -32,19 +33,34 @@ def fixed_batch(texts: Sequence[str], n: int) -> List[str]:
     return list(itertools.islice(itertools.cycle(texts), n))
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int, settle_s: float = 0.0) -> float:
+    """Median wall time of `fn` in ms, after `warmup` untimed calls and at least `settle_s`
+    seconds of them. As in `timeit`, garbage collection is off while timing (collected first), so
+    freeing an earlier model cannot land inside one mode's numbers."""
+    t_end = time.perf_counter() + settle_s
+    for i in itertools.count():
+        if i >= warmup and time.perf_counter() >= t_end:
+            break
         fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        if was_enabled:
+            gc.enable()
     return 1000.0 * statistics.median(times)
 
 
-def forward_ms(model, tok, texts: Sequence[str], cfg, rewrite: Optional[Callable[[str], str]] = None) -> float:
-    """Median latency (ms) of tokenising `texts` (rewritten first, if given) and one forward pass."""
+def forward_ms(model, tok, texts: Sequence[str], cfg, rewrite: Optional[Callable[[str], str]] = None,
+               settle: bool = False) -> float:
+    """Median latency (ms) of tokenising `texts` (rewritten first, if given) and one forward pass;
+    `settle`: the first timing after other work (warm up for `cfg.settle_s` seconds too)."""
     limit = position_limit(model)
 
     @torch.inference_mode()
@@ -55,4 +71,10 @@ def forward_ms(model, tok, texts: Sequence[str], cfg, rewrite: Optional[Callable
         if model.device.type == "cuda":
             torch.cuda.synchronize()
 
-    return median_ms(step, cfg.repeats, cfg.warmup)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return median_ms(step, cfg.repeats, cfg.warmup, cfg.settle_s if settle else 0.0)
+    finally:
+        torch.set_num_threads(threads)

@@ -67,7 +67,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     nan = float("nan")
 
     def latency(rewrite=None) -> float:
-        return forward_ms(model, tok, texts, lat, rewrite) if lat.enabled else nan
+        return forward_ms(model, tok, texts, lat, rewrite, settle=not rows) if lat.enabled else nan
 
     rows = []
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
@@ -96,7 +96,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         with unmerged(model, [adapters[i] for i in order[: max(ks)]]) as activate:
             for row in rows:
                 if row["k"] > 0:
-                    row["latency_unmerged_ms"] = forward_ms(activate(row["k"]), tok, texts, lat)
+                    row["latency_unmerged_ms"] = forward_ms(activate(row["k"]), tok, texts, lat, settle=row["k"] == 1)
     return rows
 
 

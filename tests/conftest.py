@@ -28,6 +28,7 @@ TINY = [
     "compose.orderings=2",
     "latency.warmup=1",  # latency is measured in every row; its statistics are tested on planted tables
     "latency.repeats=2",
+    "latency.settle_s=0",
     "logger.mode=disabled",
     "progress=false",
 ]

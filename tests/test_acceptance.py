@@ -31,7 +31,8 @@ def default_run(default_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     counter = iter(range(100))
     # Few timed passes here: only the sweep below checks latency, with the default settings.
-    return lambda *o: run(compose_cfg(["progress=false", f"cache_dir={cache}", "latency.repeats=3", "latency.warmup=1", *o]),
+    return lambda *o: run(compose_cfg(["progress=false", f"cache_dir={cache}", "latency.repeats=3", "latency.warmup=1",
+                                      "latency.settle_s=0", *o]),
                           output_dir=out / str(next(counter)))
 
 

@@ -69,7 +69,7 @@ def crows_files(tmp_path_factory):
 def _overrides(d, *extra):
     return ["model=hf", f"model.name_or_path={d / 'tiny-gpt2'}", "model.device=cpu", "world=crows",
             f"world.path={d / 'pairs.csv'}", f"world.text_path={d / 'text.txt'}", "adapters.n=3",
-            "adapters.steps=40", "adapters.batch_size=8", "compose.orderings=2", "logger.mode=disabled", "latency.repeats=3",
+            "adapters.steps=40", "adapters.batch_size=8", "compose.orderings=2", "logger.mode=disabled", "latency.repeats=3", "latency.settle_s=0",
             "progress=false", *extra]
 
 

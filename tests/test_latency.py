@@ -46,3 +46,14 @@ def test_rewriting_is_inside_the_timed_region(tiny_base):
     assert forward_ms(base.model, base.tokenizer, texts, lat, slow_rewrite) >= plain + 15
     rewritten = [task.rewriter(task.bias_targets("rebalance", 3))(t) for t in texts]
     assert rewritten != texts  # the targeted neutral prompts became explicit ones
+
+
+def test_settle_keeps_warming_up_for_that_long():
+    calls = []
+
+    def fn():
+        calls.append(time.perf_counter())
+        time.sleep(0.005)
+
+    median_ms(fn, repeats=2, warmup=1, settle_s=0.1)
+    assert len(calls) >= 2 + 0.1 / 0.006  # ~17 untimed calls fill the 0.1 s, then the 2 timed ones
