@@ -35,14 +35,13 @@ def fixed_batch(texts: Sequence[str], n: int) -> List[str]:
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int, settle_s: float = 0.0) -> float:
     """Median wall time of `fn` in ms, after `warmup` untimed calls and at least `settle_s`
-    seconds of them. As in `timeit`, garbage collection is off while timing (collected first), so
-    freeing an earlier model cannot land inside one mode's numbers."""
+    seconds of them. As in `timeit`, garbage collection is off while timing, so freeing an earlier
+    model cannot land inside one mode's numbers (no explicit collect: that takes ~0.2 s per call)."""
     t_end = time.perf_counter() + settle_s
     for i in itertools.count():
         if i >= warmup and time.perf_counter() >= t_end:
             break
         fn()
-    gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:

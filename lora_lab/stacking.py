@@ -94,9 +94,9 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     if family.name == "lora" and lat.enabled and max(ks) > 0:
         # Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k.
         with unmerged(model, [adapters[i] for i in order[: max(ks)]]) as activate:
-            for row in rows:
-                if row["k"] > 0:
-                    row["latency_unmerged_ms"] = forward_ms(activate(row["k"]), tok, texts, lat, settle=row["k"] == 1)
+            composed = [row for row in rows if row["k"] > 0]
+            for i, row in enumerate(composed):
+                row["latency_unmerged_ms"] = forward_ms(activate(row["k"]), tok, texts, lat, settle=i == 0)
     return rows
 
 

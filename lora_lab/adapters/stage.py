@@ -15,6 +15,7 @@ import peft
 from tqdm.auto import tqdm
 
 from ..cache import ArtifactCache, content_key
+from ..merges.lowrank import densify
 from . import Adapter, get_family
 from .calibrate import calibrate
 
@@ -59,9 +60,9 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
             return {**meta, "target": t.id}
 
         entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload), build, describe=payload)
-        factors = family.load_factors(entry.path) if hasattr(family, "load_factors") else None
-        out.append(Adapter(t, family.name, family.load(entry.path), {**entry.meta, "cache_hit": entry.hit}, entry.path,
-                           factors=factors))
+        factors = family.load_factors(entry.path) if hasattr(family, "load_factors") else None  # LoRA: B, A
+        tensors = densify(factors) if factors is not None else family.load(entry.path)  # one read either way
+        out.append(Adapter(t, family.name, tensors, {**entry.meta, "cache_hit": entry.hit}, entry.path, factors=factors))
     return out
 
 
