@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from .tasks.crows import encode, position_limit
+from .eval.batch import encode, position_limit
 
 LATENCY = ("latency_ms", "latency_unmerged_ms")
 
