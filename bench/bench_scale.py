@@ -1,4 +1,4 @@
-"""Scale benchmarks (issue 6): composing k LoRA adapters, evaluating compositions, training adapters.
+"""Scale benchmarks: composing k LoRA adapters, evaluating compositions, training adapters.
 
 Every speed is a ratio against a baseline measured in this same run, on the same model and data:
 1. compose-k: lora_lab (one fused product per module, applied and restored bit-exactly) vs the

@@ -23,6 +23,13 @@ class ConfigError(ValueError):
     """A bad config value. The message is one line and starts with the dotted field path."""
 
 
+def resolve_seed(own: Optional[int], run_seed: Optional[int]) -> int:
+    """A world's seed: its own when set, else the run's (so a new seed redraws the world), else 0."""
+    if own is not None:
+        return own
+    return 0 if run_seed is None else run_seed
+
+
 def _require(ok: bool, path: str, message: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{path}: {message} (got {value!r})")
@@ -56,7 +63,9 @@ class SyntheticWorldConfig:
     """The synthetic bias world: a word-level language whose bias is known exactly."""
 
     name: str = "synthetic"
-    seed: int = 0  # the world's own seed: roles, skews, facts, corpus order
+    # The world's own seed (bias assignment, targets, facts, corpus order); None: the run's `seed`,
+    # so every seed redraws the world. Pin it to hold the world fixed while other draws vary.
+    seed: Optional[int] = None
     roles: int = 32
     axes: List[AxisConfig] = field(default_factory=_default_axes)
     bias_strength: float = 0.9  # probability of each (role, axis)'s dominant value
@@ -117,7 +126,7 @@ class CrowsWorldConfig:
     bias_types: Optional[List[str]] = None  # None: every type in the file
     eval_fraction: float = 0.5  # share of each type's pairs held out for evaluation (adapters never see them)
     heldout_fraction: float = 0.5  # share of the text lines held out for perplexity
-    seed: int = 0
+    seed: Optional[int] = None  # the splits' seed; None: the run's `seed`
 
     def __post_init__(self) -> None:
         p = "world"
@@ -138,7 +147,7 @@ class SeatWorldConfig:
     eval_fraction: float = 0.5  # share of each set's sentences held out for evaluation
     heldout_fraction: float = 0.5  # share of the general sentences held out for the similarity check
     permutations: int = 10000  # permutation test: exact when there are at most this many partitions
-    seed: int = 0
+    seed: Optional[int] = None  # the splits' seed; None: the run's `seed`
 
     def __post_init__(self) -> None:
         p = "world"
@@ -403,14 +412,32 @@ class LatencyConfig:
     # Extra warm-up (seconds of untimed passes) before the first timing of each curve, which
     # follows cache writes and model loading: without it, k = 0 read ~10% slow on 2 cores (measured).
     settle_s: float = 0.5
+    # Curves timed per (seed, merge): the first `orderings` of them. The cost of a composition mode
+    # depends on k, not on which adapters are stacked, so timing every ordering measures the same
+    # thing again; the other orderings' rows carry NaN latency.
+    orderings: int = 1
 
     def __post_init__(self) -> None:
         p = "latency"
+        _require(self.orderings >= 1, f"{p}.orderings", "must be >= 1", self.orderings)
         _require(self.threads >= 0, f"{p}.threads", "must be >= 0", self.threads)
         _require(self.settle_s >= 0, f"{p}.settle_s", "must be >= 0", self.settle_s)
         _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
         _require(self.warmup >= 0, f"{p}.warmup", "must be >= 0", self.warmup)
         _require(self.repeats > 0, f"{p}.repeats", "must be > 0", self.repeats)
+
+
+@dataclass
+class EvalConfig:
+    """How compositions are measured, beyond what each world defines."""
+
+    # A row whose attribute probes put less than this probability mass, on average, on the axis's
+    # own values is marked `collapsed`: its renormalised attribute distributions are not a bias
+    # measurement (the model no longer answers with an attribute at all).
+    collapse_mass: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.collapse_mass <= 1, "eval.collapse_mass", "must be in [0, 1]", self.collapse_mass)
 
 
 class LogMode(str, Enum):
@@ -443,12 +470,17 @@ class Config:
     family: Any = MISSING
     compose: ComposeConfig = field(default_factory=ComposeConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    seed: int = 0  # model init and training order; the world has its own seed
+    # The unit of replication: redraws the world (unless world.seed is pinned), the base model's
+    # init and training order, the adapters' init and data order, and the orderings.
+    seed: int = 0
     cache_dir: Optional[str] = None  # default: $LORA_LAB_CACHE or ~/.cache/lora_lab
     progress: bool = True  # progress bars
+    threads: int = 0  # torch intra-op threads; 0: the job's cores ÷ the launcher's parallel jobs (lora_lab/threads.py)
 
     def __post_init__(self) -> None:
+        _require(self.threads >= 0, "threads", "must be >= 0 (0: automatic)", self.threads)
         if isinstance(self.world, SyntheticWorldConfig):
             w, kind, n = self.world, self.adapters.kind, self.adapters.n or SYNTHETIC_DEFAULT_N
             available = w.roles * len(w.axes) if kind == AdapterKind.rebalance else sum(len(a.values) for a in w.axes)
@@ -472,6 +504,39 @@ class Config:
         list e.g. [sum, ties]: LoRA runs both, steering and prompt only sum)."""
         space = FAMILY_SPACE[self.family.name.value]
         return [m for m in self.compose.merge if m in METHODS_BY_SPACE[space]]
+
+
+# The config fields that determine a run's numbers (not progress bars, cache location or logging).
+NUMBER_FIELDS = ("world", "model", "train", "adapters", "family", "compose", "latency", "eval", "seed")
+
+
+def _plain(x: Any) -> Any:
+    """Enums, dataclasses and containers as JSON values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(x):
+        return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, Enum):
+        return x.value
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def numbers_config(c: "Config") -> Dict[str, Any]:
+    """The fields of `NUMBER_FIELDS` as plain JSON values, flattened to dotted keys
+    (`{"world.roles": 32, "compose.merge": ["sum"], ...}`). Every results row carries this (as
+    JSON), so the report can tell which settings differ between rows without guessing."""
+    out: Dict[str, Any] = {}
+    for name in NUMBER_FIELDS:
+        value = _plain(getattr(c, name))
+        if isinstance(value, dict):
+            out.update({f"{name}.{k}": v for k, v in value.items()})
+        else:
+            out[name] = value
+    return out
 
 
 def check_schedule(compose: "ComposeConfig", n: int) -> None:

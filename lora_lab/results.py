@@ -21,14 +21,16 @@ TARGET_GAPS = "target_gaps.parquet"
 
 
 def to_frame(rows: Sequence[Dict[str, Any]], extra_metrics: Sequence[str] = ()) -> pd.DataFrame:
-    """DESIGN.md's columns, the task's own metric columns, then the latency columns."""
+    """The identity columns, the metric columns every world fills (NaN where it cannot measure
+    one), the task's own metric columns, `collapsed`, then the latency columns."""
     from .eval.metrics import METRICS
     from .latency import LATENCY
     from .stacking import IDENTITY
 
     metrics = [*METRICS, *extra_metrics, *LATENCY]
-    df = pd.DataFrame(list(rows), columns=[*IDENTITY, *metrics])
-    return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", **{m: "float64" for m in metrics}})
+    df = pd.DataFrame(list(rows), columns=[*IDENTITY, *METRICS, *extra_metrics, "collapsed", *LATENCY])
+    return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", "collapsed": "bool",
+                      **{m: "float64" for m in metrics}})
 
 
 def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:
@@ -84,17 +86,24 @@ class CombineResults(Callback):
 
 
 def summary(df: pd.DataFrame, path: Path) -> str:
-    """The one-screen end-of-sweep summary."""
-    last = df[df.k == df.groupby(["family", "merge"]).k.transform("max")]
-    table = last.groupby(["family", "merge"])[["k", "quality_ppl_ratio", "quality_fact_acc", "bias_target_gap",
-                                               "control_explicit_acc"]].mean()
+    """The one-screen end-of-sweep summary: each setting and family at its largest k, the mean
+    over seeds of each seed's mean over orderings (settings apart, as the report keeps them)."""
+    from analysis.settings import assign
+
+    df, fields = assign(df)
+    keys = ["setting", "arm", "merge"] if fields else ["arm", "merge"]
+    cols = [c for c in ("quality_nll_delta", "quality_fact_acc", "bias_target_gap", "control_explicit_acc", "collapsed")
+            if c in df.columns and df[c].notna().any()]
+    last = df[df.k == df.groupby(keys).k.transform("max")].astype({"collapsed": float})
+    table = last.groupby([*keys, "seed"])[["k", *cols]].mean().groupby(keys).mean()
+    table = table.rename(columns={"collapsed": "collapsed_share"}).rename_axis(index={"arm": "family"})
     return "\n".join([
         "",
-        f"lora_lab: {len(df)} compositions, {df.family.nunique()} families, {df.ordering.nunique()} orderings, "
-        f"k = 0..{df.k.max()}",
+        f"lora_lab: {len(df)} compositions, {df.family.nunique()} families, {df.seed.nunique()} seeds x "
+        f"{df.ordering.nunique()} orderings, k = 0..{df.k.max()}" + (f", settings differ in {', '.join(fields)}" if fields else ""),
         f"results: {path}",
         "",
-        "at the largest k (mean over orderings and seeds):",
+        "at the largest k (mean over seeds of each seed's mean over orderings):",
         table.to_string(float_format=lambda x: f"{x:.3f}"),
         "",
         f"figures, H1-H6 statistics and dashboard:   python -m analysis.report {path.parent}",

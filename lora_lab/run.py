@@ -45,6 +45,8 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     """
     c = validate(cfg)  # every value check, before any work
     # Imported here so a bad config fails in well under a second, without loading torch.
+    import torch
+
     from .adapters.stage import build_adapters, measure_single, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
@@ -52,10 +54,12 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     from .stacking import stack
     from .tracking import tracker
     from .tasks import build_task
+    from .threads import job_threads
 
+    torch.set_num_threads(job_threads(c.threads))
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
-    task = build_task(c.world)
+    task = build_task(c.world, c.seed)
     if c.family.name.value == "prompt" and not task.supports_rewrite:
         # A sweep over families reaches this job for every world; it has nothing to run here.
         log.warning("skipped: the prompt pre-processor rewrites the synthetic world's prompts; world=%s has none",

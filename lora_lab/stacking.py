@@ -9,7 +9,6 @@ only the curves it had not finished.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Dict, List, Sequence
 
@@ -19,12 +18,15 @@ from tqdm.auto import tqdm
 from .adapters import Adapter, get_family
 from .adapters.lora import unmerged
 from .cache import ArtifactCache, content_key, write_json_atomic
-from .config import Config, check_schedule
+from .config import Config, check_schedule, numbers_config
 from .latency import fixed_batch, forward_ms
+from .eval.metrics import METRICS
 from .merges import MergeParams, accumulator
 
 TARGET_GAPS = "_target_gaps"  # per-row {adapter id: its own gap}; goes to target_gaps.parquet, not results
-IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash")
+# `config` is the JSON of `numbers_config`: the report reads which settings differ between rows from it.
+IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash",
+            "config")
 
 
 def orderings(n: int, m: int, seed: int) -> List[List[int]]:
@@ -34,9 +36,7 @@ def orderings(n: int, m: int, seed: int) -> List[List[int]]:
 
 def config_hash(c: Config) -> str:
     """Everything that determines the numbers (not progress bars, cache location or logging)."""
-    fields = ("world", "model", "train", "adapters", "family", "compose", "latency", "seed")
-    return content_key("config", {f: dataclasses.asdict(getattr(c, f)) if dataclasses.is_dataclass(getattr(c, f))
-                                  else getattr(c, f) for f in fields})
+    return content_key("config", numbers_config(c))
 
 
 def merge_params(c: Config) -> MergeParams:
@@ -63,11 +63,12 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     acc = accumulator(merge, merge_params(c)) if family.space != "input" else None
     all_targets = [a.target for a in adapters]
     lat = c.latency
+    timed = lat.enabled and identity["ordering"] < lat.orderings  # see LatencyConfig.orderings
     texts = fixed_batch(task.latency_texts(), lat.batch_size)
     nan = float("nan")
 
     def latency(rewrite=None) -> float:
-        return forward_ms(model, tok, texts, lat, rewrite, settle=not rows) if lat.enabled else nan
+        return forward_ms(model, tok, texts, lat, rewrite, settle=not rows) if timed else nan
 
     rows = []
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
@@ -89,9 +90,10 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
         rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
+                     "collapsed": bool(metrics["axis_mass"] < c.eval.collapse_mass),  # NaN (not measured): False
                      "latency_ms": ms, "latency_unmerged_ms": ms if k == 0 and family.name == "lora" else nan,
                      TARGET_GAPS: gaps})
-    if family.name == "lora" and lat.enabled and max(ks) > 0:
+    if family.name == "lora" and timed and max(ks) > 0:
         # Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k.
         with unmerged(model, [adapters[i] for i in order[: max(ks)]]) as activate:
             composed = [row for row in rows if row["k"] > 0]
@@ -106,7 +108,8 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
     family = get_family(c.family.name)
     chash = config_hash(c)
     identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
-                "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash}
+                "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash,
+                "config": json.dumps(numbers_config(c), sort_keys=True)}
     check_schedule(c.compose, len(adapters))
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
     jobs = [(m, o) for m in c.merges() for o in range(len(orders))]
@@ -119,7 +122,8 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 
-        entry = cache.get_or_build("curve", content_key("curve", {"config": chash, "merge": merge, "ordering": o, "rows": 2}), build)
+        entry = cache.get_or_build("curve", content_key("curve", {"config": chash, "merge": merge, "ordering": o, "rows": 4,
+                                                           "columns": [*METRICS, *task.extra_metrics]}), build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part
         if on_curve is not None:

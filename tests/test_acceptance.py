@@ -1,6 +1,8 @@
-"""The issues' acceptance bars on the default config (the real base model, trained once here).
+"""The default config's bars, end to end (the real base model, trained once here): the base
+model's fit, each family's adapters alone, the stacking sweep as typed, and its report.
 
-Wall-clock limits are measured and reported (README, closing notes, bench/), not asserted here.
+Wall-clock limits are measured and reported (README, bench/), not asserted here. The sweep runs one
+seed here (CI time); the 5-seed default is measured and reported in the README.
 """
 
 import os
@@ -36,7 +38,7 @@ def default_run(default_cache, tmp_path_factory):
                           output_dir=out / str(next(counter)))
 
 
-def test_issue1_base_model(default_run):
+def test_default_base_fits_the_world(default_run):
     rep = default_run()["base"]
     assert rep["fit_tv"] <= 0.05
     assert rep["fact_acc"] >= 0.95
@@ -47,7 +49,7 @@ def test_issue1_base_model(default_run):
     assert again["cache_hit"] and again["cache_key"] == rep["cache_key"]
 
 
-def test_issue2_lora_default(default_run):
+def test_default_lora_adapters_each_cut_their_gap(default_run):
     rows = default_run()["adapters"]["rows"]
     assert len(rows) == 16
     for r in rows:
@@ -56,7 +58,7 @@ def test_issue2_lora_default(default_run):
         assert r["cal_reachable"] and abs(r["cal_reduction"] - 0.8) <= 0.05, r
 
 
-def test_issue2_steer_bludgeon(default_run):
+def test_narrow_steering_adapters_each_cut_their_gap(default_run):
     rows = default_run("family=steer", "adapters.retain_fraction=0")["adapters"]["rows"]
     for r in rows:
         assert r["reduction"] >= 0.8, r
@@ -65,12 +67,12 @@ def test_issue2_steer_bludgeon(default_run):
             assert abs(r["cal_reduction"] - 0.8) <= 0.05, r
 
 
-def test_issue2_prompt_baseline(default_run):
+def test_prompt_baseline_reaches_every_target(default_run):
     rows = default_run("family=prompt")["adapters"]["rows"]
     assert all(r["gap"] <= 0.05 and r["n_params"] == 0 for r in rows)
 
 
-def test_issue2_calibration_matches_strength_across_families(default_run):
+def test_calibration_matches_strength_across_families(default_run):
     for family in ("lora", "steer"):
         out = default_run(f"family={family}", "adapters.calibrate=true")["adapters"]
         for r in out["rows"]:
@@ -80,18 +82,19 @@ def test_issue2_calibration_matches_strength_across_families(default_run):
                 assert r["cal_reduction"] < 0.8, r
 
 
-def test_issue3_default_sweep(default_run, default_cache, tmp_path):
+def test_default_sweep_and_its_report(default_run, default_cache, tmp_path):
     """`python -m lora_lab.run +sweep=stacking`, as typed (base and adapters from this module's cache)."""
     default_run()  # make sure the base is built (shared with the tests above)
     sweep = tmp_path / "sweep"
     r = subprocess.run(
         [sys.executable, "-m", "lora_lab.run", "+sweep=stacking", f"cache_dir={default_cache}", "progress=false",
-         f"hydra.sweep.dir={sweep}", "latency.repeats=10", "latency.warmup=2"],  # fewer timed passes: CI time
+         f"hydra.sweep.dir={sweep}", "seed=0", "latency.repeats=10", "latency.warmup=2"],  # one seed, fewer passes: CI time
         cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Joblib.Parallel" in r.stdout + r.stderr  # the sweep's jobs run in parallel
     df = pd.read_parquet(sweep / "results.parquet")
-    assert set(df.family) == {"lora", "steer", "prompt"}
+    assert set(df.family) == {"lora", "steer", "prompt"} and set(df.seed) == {0}
     assert df.ordering.nunique() >= 3
     for _, g in df.groupby(["family", "merge", "ordering"]):
         assert sorted(g.k) == list(range(17))  # every k of the schedule
@@ -99,23 +102,27 @@ def test_issue3_default_sweep(default_run, default_cache, tmp_path):
     base_gap = df[df.k == 0].bias_target_gap.iloc[0]
     full = df[df.k == 16]
     assert (full.removal_gap == base_gap).all()  # all targets removed again: the base gap, exactly
+    assert (df.removal_gap == df.bias_base_gap).all()  # at every k, on the included targets
     assert (df[df.k == 0].removal_gap == base_gap).all()
     assert len(list(sweep.glob("*/wandb/offline-run-*"))) == 3
     assert f"python -m analysis.report {sweep}" in r.stdout  # the end-of-sweep summary says what to do next
 
-    # issue 4: the report on the default sweep's output
+    # the report on the sweep's output: every claim is about one seed here, so none can be tested
     from analysis.report import main
 
     assert main([str(sweep)]) == 0
     report = sweep / "report"
-    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 9  # 7 metrics, interference, latency
+    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 11  # 9 metrics, interference, latency
     claims = (report / "claims.md").read_text()
-    for h in ("H1 (lora)", "H1 (steer)", "H2", "H3 (lora)", "H4a (lora)", "H5", "H6 (lora merged)", "H6 (lora unmerged)",
-              "H6 (steer hooks)", "H6 (prompt rewrite)"):
+    for h in ("H1 (lora, sum)", "H1 (steer, sum)", "H2 (steer vs lora, sum)", "H3 (lora, sum)", "H4a (lora, sum)", "H5a (prompt)",
+              "H6 (lora merged, sum)", "H6 (lora unmerged, sum)", "H6 (steer hooks, sum)", "H6 (prompt rewrite, sum)"):
         assert f"| {h} |" in claims
+    rows = [line for line in claims.splitlines() if line.startswith("| H")]
+    assert rows and not any("| supported" in line for line in rows) and "one seed" in claims
 
-    # issue 6: latency in every row. Bounds are loose (CI timings are noisy); the report states the numbers.
-    assert (df.latency_ms > 0).all() and df[df.family == "lora"].latency_unmerged_ms.notna().all()
-    lora = df[df.family == "lora"].groupby("k")[["latency_ms", "latency_unmerged_ms"]].median()
+    # latency on the timed ordering of every curve. Bounds are loose (CI timings are noisy); the report states the numbers.
+    timed = df[df.ordering == 0]
+    assert (timed.latency_ms > 0).all() and timed[timed.family == "lora"].latency_unmerged_ms.notna().all()
+    lora = timed[timed.family == "lora"].groupby("k")[["latency_ms", "latency_unmerged_ms"]].median()
     assert 0.5 < lora.latency_ms[16] / lora.latency_ms[0] < 2  # merged: the base model's cost
     assert lora.latency_unmerged_ms[16] / lora.latency_unmerged_ms[0] > 2  # 16 unmerged adapters: 16 extra products per layer

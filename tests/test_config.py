@@ -137,3 +137,44 @@ def test_cli_our_validation_is_one_line(tmp_path):
     r = _cli("world.roles=0", cache=tmp_path / "cache")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["lora_lab: config error: world.roles: must be > 0 (got 0)"]
+
+
+def test_results_record_the_config_as_given():
+    """`numbers_config`: every field that determines the numbers, with world.seed as given (None:
+    follows the run seed), so seeds of one setting share everything but `seed`."""
+    from lora_lab.config import numbers_config
+
+    a, b = (numbers_config(validate(compose_cfg([f"seed={s}"]))) for s in (0, 1))
+    assert {k for k in a if a[k] != b[k]} == {"seed"} and a["world.seed"] is None
+    assert a["compose.lam"] == 1.0 and a["family.name"] == "lora" and a["eval.collapse_mass"] == 0.5
+    assert "progress" not in a and "cache_dir" not in a and "threads" not in a and "logger.mode" not in a
+
+
+def test_threads_fit_the_job(monkeypatch):
+    from lora_lab import threads
+
+    assert threads.job_threads(3) == 3
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "parallel_jobs", lambda cores: 1)
+    assert threads.job_threads() == 8
+    monkeypatch.setattr(threads, "parallel_jobs", lambda cores: 3)
+    assert threads.job_threads() == 2  # 8 cores, 3 jobs at once
+    monkeypatch.undo()
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for extra, expected in (([], 4), (["hydra.launcher.n_jobs=2"], 2), (["hydra.launcher.n_jobs=-2"], 3),
+                                (["hydra/launcher=basic"], 1)):
+            cfg = compose("config", overrides=["+sweep=stacking", *extra], return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            try:
+                assert threads.parallel_jobs(4) == expected, extra  # joblib's n_jobs: -1 all cores, -2 all but one
+            finally:
+                HydraConfig.instance().cfg = None
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert threads.usable_cores() == 1 and threads.parallel_jobs(4) == 1  # no Hydra launcher here
+    with pytest.raises(ConfigError, match="^threads:"):
+        validate(compose_cfg(["threads=-1"]))

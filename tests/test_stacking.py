@@ -1,5 +1,6 @@
 """The stacking job: schedule, table schema, invariants, determinism, resume, tracking, the sweep."""
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from lora_lab.latency import LATENCY
 from lora_lab.run import run
 from lora_lab.tasks import build_task
 
-COLUMNS = [*stacking.IDENTITY, *METRICS, *LATENCY]
+COLUMNS = [*stacking.IDENTITY, *METRICS, "collapsed", *LATENCY]
 
 
 def numbers(df):
@@ -56,10 +57,18 @@ def test_results_table_schema_and_nesting(tmp_path):
     assert list(on_disk.columns) == COLUMNS
     assert len(on_disk) == 5 * 2 * 4  # merges x orderings x k in 0..3
     assert on_disk[list(METRICS)].notna().all().all()
-    assert (on_disk.latency_ms > 0).all()
-    assert (on_disk.latency_unmerged_ms > 0).all()  # lora: PEFT unmerged; k = 0 is the bare base
-    assert (on_disk[on_disk.k == 0].latency_unmerged_ms == on_disk[on_disk.k == 0].latency_ms).all()
+    timed = on_disk[on_disk.ordering == 0]  # latency.orderings=1: a mode's cost depends on k, not on which adapters
+    assert (timed.latency_ms > 0).all() and on_disk[on_disk.ordering > 0][list(LATENCY)].isna().all().all()
+    assert (timed.latency_unmerged_ms > 0).all()  # lora: PEFT unmerged; k = 0 is the bare base
+    assert (timed[timed.k == 0].latency_unmerged_ms == timed[timed.k == 0].latency_ms).all()
     assert all(on_disk[m].dtype == np.float64 for m in METRICS)
+    assert on_disk.collapsed.dtype == bool
+    np.testing.assert_allclose(on_disk.quality_ppl_ratio, np.exp(on_disk.quality_nll_delta))
+    assert (on_disk[on_disk.k == 0].quality_nll_delta == 0).all()  # the base against itself
+    assert ((on_disk.axis_mass > 0) & (on_disk.axis_mass <= 1)).all()
+    config = json.loads(on_disk.config.iloc[0])
+    assert config["compose.merge"] == ["sum", "mean", "ties", "dare", "svd"] and config["world.seed"] is None
+    assert on_disk.config.nunique() == 1 and on_disk.config_hash.nunique() == 1
     pd.testing.assert_frame_equal(on_disk, df)
     for (merge, o), g in on_disk.groupby(["merge", "ordering"]):
         ids = [list(a) for a in g.sort_values("k").adapters]
@@ -72,7 +81,7 @@ def test_removal_gap_is_the_base_gap_exactly(tmp_path):
     df = _run(tmp_path, "family=steer")["results"]
     df = pd.concat([df, _run(tmp_path, "family=lora", "compose.merge=[sum,ties,svd]")["results"]])
     c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
-    task = build_task(c.world)
+    task = build_task(c.world, c.seed)
     world = task.world
     base = get_base(c, task, ArtifactCache(tmp_path / "cache"), progress=False)
     ref = reference(base.model, base.tokenizer, world)
@@ -165,18 +174,18 @@ def _sweep(tmp, sweep_dir, cache, *extra, **popen):
 
 
 def test_sweep_runs_every_family_and_combines(tmp_path):
-    p = _sweep(tmp_path, tmp_path / "sweep", tmp_path / "cache")
+    p = _sweep(tmp_path, tmp_path / "sweep", tmp_path / "cache", "seed=0")
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     df = pd.read_parquet(tmp_path / "sweep" / "results.parquet")
-    assert set(df.family) == {"lora", "steer", "prompt"} and df.ordering.nunique() == 2
+    assert set(df.family) == {"lora", "steer", "prompt"} and df.ordering.nunique() == 2 and set(df.seed) == {0}
     assert len(df) == 3 * 2 * 4 and list(df.columns) == COLUMNS
     assert "results: " in out and str(tmp_path / "sweep" / "results.parquet") in out
 
 
 def test_killed_sweep_resumes_without_recomputing_or_duplicating(tmp_path):
     cache = tmp_path / "cache"
-    p = _sweep(tmp_path, tmp_path / "first", cache)
+    p = _sweep(tmp_path, tmp_path / "first", cache, "seed=0", "hydra/launcher=basic")  # one job after the other
     deadline = time.time() + 240
     while time.time() < deadline and not (tmp_path / "first" / "1" / "results.parquet").exists():
         time.sleep(0.2)
@@ -184,13 +193,40 @@ def test_killed_sweep_resumes_without_recomputing_or_duplicating(tmp_path):
     p.communicate()
     done = {e: e.stat().st_mtime_ns for e in (cache / "curve").iterdir() if not e.name.startswith(".")}
     assert done
-    p = _sweep(tmp_path, tmp_path / "second", cache)
+    p = _sweep(tmp_path, tmp_path / "second", cache, "seed=0")
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     assert all(e.stat().st_mtime_ns == t for e, t in done.items())  # finished curves were not recomputed
     resumed = pd.read_parquet(tmp_path / "second" / "results.parquet")
-    p = _sweep(tmp_path, tmp_path / "clean", tmp_path / "clean_cache")
+    p = _sweep(tmp_path, tmp_path / "clean", tmp_path / "clean_cache", "seed=0")
     p.communicate(timeout=300)
     uninterrupted = pd.read_parquet(tmp_path / "clean" / "results.parquet")
     pd.testing.assert_frame_equal(numbers(resumed), numbers(uninterrupted))
     assert not resumed.duplicated(["family", "merge", "ordering", "k"]).any()
+
+
+def test_collapsed_follows_the_axis_mass_threshold(tmp_path):
+    """`collapsed` marks rows whose attribute probes put less than `eval.collapse_mass` on the axis values."""
+    every = _run(tmp_path / "a", "eval.collapse_mass=1.0")["results"]  # no model puts all its mass on the values
+    none = _run(tmp_path / "b", "eval.collapse_mass=0.0")["results"]
+    assert every.collapsed.all() and not none.collapsed.any()
+    pd.testing.assert_series_equal(every.axis_mass, none.axis_mass)
+    assert every.config_hash.iloc[0] != none.config_hash.iloc[0]  # a setting of its own
+
+
+def test_a_lambda_sweep_is_reported_per_lambda(tmp_path):
+    """`compose.lam=0.5,1` over two seeds: the report gives every claim once per λ, each with n = 2 seeds."""
+    from analysis.report import build
+
+    p = _sweep(tmp_path, tmp_path / "sweep", tmp_path / "cache", "family=lora,steer", "compose.lam=0.5,1", "seed=0,1",
+               "eval.collapse_mass=0")  # the tiny base answers with attributes only weakly: no collapse bound here
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    df = pd.read_parquet(tmp_path / "sweep" / "results.parquet")
+    assert df.config_hash.nunique() == 2 * 2 * 2 and set(df.seed) == {0, 1}
+    claims = (build(tmp_path / "sweep") / "claims.md").read_text()
+    assert "Rows differ in `compose.lam`" in claims
+    for lam in ("0.5", "1.0"):
+        assert f"| H1 (lora, sum) | compose.lam={lam} |" in claims and f"| H2 (steer vs lora, sum) | compose.lam={lam} |" in claims
+    h1 = [line for line in claims.splitlines() if line.startswith("| H1 (lora, sum) |")]
+    assert len(h1) == 2 and all(line.split("|")[-3].strip() == "2" for line in h1)  # n = 2 seeds

@@ -97,3 +97,21 @@ def test_scales_to_256_roles_with_distinct_words():
     assert len(w.pretrain_corpus()) > 300 * 2 * 60
     tok = build_tokenizer(w.vocab)
     assert tok.unk_token_id not in tok(w.roles[-1])["input_ids"]
+
+
+def test_the_world_follows_the_run_seed_unless_pinned():
+    """A seed redraws the world (bias assignment, facts, targets); world.seed pins it."""
+    from conftest import compose_cfg
+    from lora_lab.config import validate
+    from lora_lab.tasks import build_task
+
+    def world(*o):
+        c = validate(compose_cfg(list(o)))
+        return build_task(c.world, c.seed).world
+
+    s0, s1, pinned0, pinned1 = world("seed=0"), world("seed=1"), world("seed=0", "world.seed=7"), world("seed=1", "world.seed=7")
+    assert s0.seed == 0 and s1.seed == 1 and pinned0.seed == pinned1.seed == 7
+    assert not all((s0.dominant[a.name] == s1.dominant[a.name]).all() for a in s0.axes)
+    assert [t.id for t in s0.bias_targets("rebalance", 16)] != [t.id for t in s1.bias_targets("rebalance", 16)]
+    assert pinned0.pretrain_corpus() == pinned1.pretrain_corpus()
+    assert all((pinned0.dominant[a.name] == pinned1.dominant[a.name]).all() for a in s0.axes)

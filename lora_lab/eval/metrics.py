@@ -12,16 +12,20 @@ from typing import Dict, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from ..world import BiasTarget, SyntheticWorld
-from .probes import attribute_distributions, explicit_accuracy, fact_accuracy, normalised_entropy, perplexity, tv_distance
+from ..training import Encoded, encode_sentences
+from .probes import attribute_distributions, attribute_probes, explicit_probes, fact_accuracy, mean_nll, normalised_entropy, tv_distance
 
 METRICS = (
+    "quality_nll_delta",
     "quality_ppl_ratio",
     "quality_fact_acc",
     "bias_target_gap",
+    "bias_base_gap",
     "bias_offtarget_drift",
     "control_explicit_acc",
     "diversity_entropy",
     "removal_gap",
+    "axis_mass",
 )
 
 
@@ -29,14 +33,18 @@ METRICS = (
 class Reference:
     """What compositions are compared against: the base model's numbers, computed once."""
 
-    ppl: float
+    nll: float  # mean held-out NLL per token, nats
     dists: Dict[str, np.ndarray]  # axis -> [roles, values] on neutral prompts
-    heldout: Sequence[str]
+    heldout: Encoded  # the held-out text, tokenised once
+
+    @property
+    def ppl(self) -> float:
+        return float(np.exp(self.nll))
 
 
 def reference(model, tok, world: SyntheticWorld) -> Reference:
-    held = world.heldout_text()
-    return Reference(perplexity(model, tok, held), attribute_distributions(model, tok, world), held)
+    held = encode_sentences(tok, world.heldout_text())
+    return Reference(mean_nll(model, tok, held), attribute_distributions(model, tok, world), held)
 
 
 def covered(targets: Sequence[BiasTarget]) -> Set[Tuple[int, str]]:
@@ -57,11 +65,14 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
     """Every metric but `removal_gap`, for the model as it is now (composition applied), and each
     included target's own gap.
 
-    `bias_target_gap` is over the included targets (k = 0: over all targets, the base gap);
+    `bias_target_gap` is over the included targets (k = 0: over all targets, the base gap), and
+    `bias_base_gap` is the base model's gap over the same targets (what the composition reduced);
     `bias_offtarget_drift` over every (role, axis) of the world that no included target covers
     (NaN when the composition covers them all).
     """
-    dists = attribute_distributions(model, tok, world, mixture)
+    dists, masses = attribute_probes(model, tok, world, mixture)
+    explicit_acc, explicit_mass = explicit_probes(model, tok, world)
+    nll_delta = mean_nll(model, tok, ref.heldout) - ref.nll
     cov = covered(included)
     drift = [
         tv_distance(dists[ax.name][r], ref.dists[ax.name][r])
@@ -70,11 +81,15 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
         if (r, ax.name) not in cov
     ]
     metrics = {
-        "quality_ppl_ratio": perplexity(model, tok, ref.heldout) / ref.ppl,
+        "quality_nll_delta": nll_delta,
+        "quality_ppl_ratio": float(np.exp(nll_delta)),
         "quality_fact_acc": fact_accuracy(model, tok, world),
         "bias_target_gap": target_gap_of(dists, included or all_targets),
+        "bias_base_gap": target_gap_of(ref.dists, included or all_targets),  # the base's gap on the same targets
         "bias_offtarget_drift": float(np.mean(drift)) if drift else float("nan"),
-        "control_explicit_acc": explicit_accuracy(model, tok, world),
+        "control_explicit_acc": explicit_acc,
         "diversity_entropy": float(np.mean([normalised_entropy(dists[ax.name]).mean() for ax in world.axes])),
+        # every attribute probe of this row, neutral and explicit, weighted alike
+        "axis_mass": float(np.concatenate([*masses.values(), explicit_mass]).mean()),
     }
     return metrics, per_target_gaps(dists, included)

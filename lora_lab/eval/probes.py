@@ -6,12 +6,12 @@ so absolute position embeddings see the same positions as in training.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ..training import encode_sentences
+from ..training import Encoded, encode_sentences
 from ..world import BiasTarget, SyntheticWorld
 
 
@@ -44,29 +44,46 @@ def _value_ids(tokenizer, words: Sequence[str]) -> torch.Tensor:
     return torch.tensor(tokenizer.convert_tokens_to_ids(list(words)))
 
 
-def value_distributions(model, tokenizer, world: SyntheticWorld, axis: str, roles: Sequence[int],
-                        mixture: Optional[Mapping] = None) -> np.ndarray:
-    """[len(roles), values]: for each role, the next-word distribution on its neutral prompt,
-    restricted to the axis's values and renormalised. With a `mixture` ((role, axis) ->
-    [(prompt, weight)], e.g. a prompt rewriter's expectation) the row is the weighted mixture of
-    the distributions on the rewritten prompts."""
+def value_probes(model, tokenizer, world: SyntheticWorld, axis: str, roles: Sequence[int],
+                 mixture: Optional[Mapping] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """For each role, the next-word distribution on its neutral prompt restricted to the axis's
+    values and renormalised ([len(roles), values]), and the probability mass the full distribution
+    puts on those values before renormalising ([len(roles)]: near 1 for a model that answers with
+    an attribute, near 0 for one that has collapsed onto other words). With a `mixture`
+    ((role, axis) -> [(prompt, weight)], e.g. a prompt rewriter's expectation) each row is the
+    weighted mixture over the rewritten prompts."""
     ax = world.axis(axis)
     plan = [(mixture or {}).get((r, axis)) or [(world.neutral_prompt(r, axis), 1.0)] for r in roles]
     flat = [p for rows in plan for p, _ in rows]
-    lp = next_word_logprobs(model, tokenizer, flat)[:, _value_ids(tokenizer, ax.values)]
-    probs = torch.softmax(lp, -1).double().numpy()
-    out, i = np.zeros((len(roles), len(ax.values))), 0
+    lp = next_word_logprobs(model, tokenizer, flat)[:, _value_ids(tokenizer, ax.values)].double()
+    probs = torch.softmax(lp, -1).numpy()
+    mass = torch.logsumexp(lp, -1).exp().numpy()
+    out, masses, i = np.zeros((len(roles), len(ax.values))), np.zeros(len(roles)), 0
     for j, rows in enumerate(plan):
         for _, w in rows:
             out[j] += w * probs[i]
+            masses[j] += w * mass[i]
             i += 1
-    return out
+    return out, masses
+
+
+def value_distributions(model, tokenizer, world: SyntheticWorld, axis: str, roles: Sequence[int],
+                        mixture: Optional[Mapping] = None) -> np.ndarray:
+    """[len(roles), values]: the renormalised distributions of `value_probes`."""
+    return value_probes(model, tokenizer, world, axis, roles, mixture)[0]
+
+
+def attribute_probes(model, tokenizer, world: SyntheticWorld,
+                     mixture: Optional[Mapping] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """Per axis, `value_probes` for every role: (distributions [roles, values], masses [roles])."""
+    roles = range(len(world.roles))
+    probes = {ax.name: value_probes(model, tokenizer, world, ax.name, roles, mixture) for ax in world.axes}
+    return {a: d for a, (d, _) in probes.items()}, {a: m for a, (_, m) in probes.items()}
 
 
 def attribute_distributions(model, tokenizer, world: SyntheticWorld, mixture: Optional[Mapping] = None) -> Dict[str, np.ndarray]:
     """Per axis, [roles, values]: `value_distributions` for every role."""
-    roles = range(len(world.roles))
-    return {ax.name: value_distributions(model, tokenizer, world, ax.name, roles, mixture) for ax in world.axes}
+    return attribute_probes(model, tokenizer, world, mixture)[0]
 
 
 def target_gap(model, tokenizer, world: SyntheticWorld, target: BiasTarget, mixture: Optional[Mapping] = None) -> float:
@@ -75,17 +92,25 @@ def target_gap(model, tokenizer, world: SyntheticWorld, target: BiasTarget, mixt
     return float(tv_distance(d, np.asarray(target.dist)).mean())
 
 
-def explicit_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
+def explicit_probes(model, tokenizer, world: SyntheticWorld) -> Tuple[float, np.ndarray]:
     """Share of explicit prompts ("the male nurse said that") whose most likely value is the
-    one the marker demands (argmax among the axis's values)."""
+    one the marker demands (argmax among the axis's values), and each prompt's probability mass
+    on the axis's values (as in `value_probes`)."""
     probes = world.explicit_probes()
     correct = total = 0
+    masses = []
     for ax in world.axes:
         prompts, answers = probes[ax.name]
-        lp = next_word_logprobs(model, tokenizer, prompts)[:, _value_ids(tokenizer, ax.values)]
+        lp = next_word_logprobs(model, tokenizer, prompts)[:, _value_ids(tokenizer, ax.values)].double()
         correct += int((lp.argmax(-1).numpy() == answers).sum())
         total += len(answers)
-    return correct / total
+        masses.append(torch.logsumexp(lp, -1).exp().numpy())
+    return correct / total, np.concatenate(masses)
+
+
+def explicit_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
+    """The accuracy of `explicit_probes`."""
+    return explicit_probes(model, tokenizer, world)[0]
 
 
 def fact_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
@@ -96,11 +121,16 @@ def fact_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
     return float((pred == _value_ids(tokenizer, answers)).float().mean())
 
 
-@torch.no_grad()
 def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 1024) -> float:
     """exp(mean NLL per predicted token) over `texts`, each scored as <bos> words <eos>."""
+    return float(np.exp(mean_nll(model, tokenizer, encode_sentences(tokenizer, texts), batch_size)))
+
+
+@torch.no_grad()
+def mean_nll(model, tokenizer, data: Encoded, batch_size: int = 1024) -> float:
+    """Mean negative log-likelihood per predicted token (nats) of encoded sentences (encode once,
+    score many times: the held-out text is scored at every composition)."""
     model.eval()
-    data = encode_sentences(tokenizer, texts)
     nll, count = 0.0, 0
     for i in range(0, len(data), batch_size):
         ids = data.ids[i : i + batch_size].to(model.device)
@@ -111,4 +141,4 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 1024) -
         keep = data.scored[i : i + batch_size, 1:].to(model.device)
         nll += float(tok_nll[keep].double().sum())
         count += int(keep.sum())
-    return float(np.exp(nll / count))
+    return nll / count

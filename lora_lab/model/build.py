@@ -8,6 +8,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from ..config import Arch, ModelConfig
 
 
+# GPT-2's activation, the tanh approximation of GELU, computed by torch's fused kernel rather than
+# GPT-2's default Python expression ("gelu_new"): the same function to float rounding, ~10% faster
+# pretraining and ~25% faster evaluation at the default size (measured on 2 CPU cores).
+ACT = "gelu_pytorch_tanh"
+
+
 def build_model(cfg: ModelConfig, tokenizer, seed: int) -> PreTrainedModel:
     """A freshly initialised model whose vocabulary is `tokenizer`'s; init is seeded."""
     ids = dict(
@@ -21,6 +27,7 @@ def build_model(cfg: ModelConfig, tokenizer, seed: int) -> PreTrainedModel:
         hf_cfg = GPT2Config(
             n_positions=cfg.max_len, n_embd=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=d_ff,
             resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, **ids,
+            activation_function=ACT,
         )
         cls = GPT2LMHeadModel
     elif cfg.arch == Arch.llama:

@@ -17,9 +17,12 @@ not a second pipeline:
 
 from __future__ import annotations
 
+from typing import Optional
 
-def build_task(world_cfg):
-    """The task for a typed world config; unknown worlds list the valid ones."""
+
+def build_task(world_cfg, seed: Optional[int] = None):
+    """The task for a typed world config; `seed` is the run's, which the world follows unless its
+    own `world.seed` is set. Unknown worlds list the valid ones."""
     from ..world import SyntheticWorld
     from ..world.crows import CrowsWorld
     from .crows import CrowsTask
@@ -27,8 +30,8 @@ def build_task(world_cfg):
     from .seat import SeatTask
     from .synthetic import SyntheticTask
 
-    tasks = {"synthetic": lambda: SyntheticTask(SyntheticWorld(world_cfg)), "crows": lambda: CrowsTask(CrowsWorld(world_cfg)),
-             "seat": lambda: SeatTask(SeatWorld(world_cfg))}
+    tasks = {"synthetic": lambda: SyntheticTask(SyntheticWorld(world_cfg, seed)),
+             "crows": lambda: CrowsTask(CrowsWorld(world_cfg, seed)), "seat": lambda: SeatTask(SeatWorld(world_cfg, seed))}
     if world_cfg.name not in tasks:
         raise ValueError(f"world.name: unknown world {world_cfg.name!r}, valid: {sorted(tasks)}")
     return tasks[world_cfg.name]()

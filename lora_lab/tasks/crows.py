@@ -46,13 +46,14 @@ def pair_diffs(model, tok, pairs: Sequence[Pair], batch_size: int = 64) -> np.nd
 
 
 @torch.no_grad()
-def text_perplexity(model, tok, texts: Sequence[str], batch_size: int = 64) -> float:
+def text_nll(model, tok, texts: Sequence[str], batch_size: int = 64) -> float:
+    """Mean negative log-likelihood per scored token (nats) over `texts`."""
     nll, n = 0.0, 0
     for i in range(0, len(texts), batch_size):
         lp, count = sequence_logprobs(model, tok, texts[i : i + batch_size])
         nll -= float(lp.double().sum())
         n += int(count.sum())
-    return float(np.exp(nll / max(n, 1)))
+    return nll / max(n, 1)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class CounterfactualObjective:
 
 @dataclass
 class CrowsReference:
-    ppl: float
+    nll: float  # mean held-out NLL per token, nats
     diffs: Dict[str, np.ndarray]
 
 
@@ -122,10 +123,10 @@ class CrowsTask:
         return float(np.abs(pair_diffs(model, tok, self.world.eval[target.name])).mean())
 
     def quality(self, model, tok, ref: CrowsReference) -> Dict[str, float]:
-        return {"ppl_ratio": text_perplexity(model, tok, self.world.heldout) / ref.ppl}
+        return {"ppl_ratio": float(np.exp(text_nll(model, tok, self.world.heldout) - ref.nll))}
 
     def reference(self, model, tok) -> CrowsReference:
-        return CrowsReference(text_perplexity(model, tok, self.world.heldout), self.diffs(model, tok))
+        return CrowsReference(text_nll(model, tok, self.world.heldout), self.diffs(model, tok))
 
     @staticmethod
     def _gap(diffs: Dict[str, np.ndarray], targets: Sequence[NamedTarget]) -> Dict[str, float]:
@@ -138,13 +139,17 @@ class CrowsTask:
         inc = {t.name for t in included}
         others = [t for t in self.world.types if t not in inc]
         every = np.concatenate(list(d.values()))
+        nll_delta = text_nll(model, tok, self.world.heldout) - ref.nll
         metrics = {
-            "quality_ppl_ratio": text_perplexity(model, tok, self.world.heldout) / ref.ppl,
+            "quality_nll_delta": nll_delta,
+            "quality_ppl_ratio": float(np.exp(nll_delta)),
             "quality_fact_acc": NAN,  # no fact probes in this world
             "bias_target_gap": float(np.mean(list(self._gap(d, included or all_targets).values()))),
+            "bias_base_gap": float(np.mean(list(self._gap(ref.diffs, included or all_targets).values()))),
             "bias_offtarget_drift": float(np.mean([abs(_pref(d[t]) - _pref(ref.diffs[t])) for t in others])) if others else NAN,
             "control_explicit_acc": NAN,  # no explicit-attribute prompts in this world
             "diversity_entropy": NAN,
+            "axis_mass": NAN,  # no attribute probes
             "crows_stereo_pref": 100.0 * _pref(every),
             "crows_ll_diff": float(every.mean()),
         }
@@ -157,7 +162,7 @@ class CrowsTask:
         d = self.diffs(model, tok)
         every = np.concatenate(list(d.values()))
         return {
-            "ppl": text_perplexity(model, tok, self.world.heldout),
+            "ppl": float(np.exp(text_nll(model, tok, self.world.heldout))),
             "stereo_pref": 100.0 * _pref(every),
             "ll_diff": float(every.mean()),
             "eval_pairs": int(len(every)),

@@ -136,12 +136,15 @@ class SeatTask:
         others = [t for t in d if t not in inc]
         gaps = {t.id: abs(d[t.name]) for t in included}
         metrics = {
-            "quality_ppl_ratio": NAN,  # an encoder has no perplexity
+            "quality_nll_delta": NAN,  # an encoder has no likelihood
+            "quality_ppl_ratio": NAN,
             "quality_fact_acc": NAN,
             "bias_target_gap": float(np.mean([abs(d[t.name]) for t in (included or all_targets)])),
+            "bias_base_gap": float(np.mean([abs(ref.effects[t.name]) for t in (included or all_targets)])),
             "bias_offtarget_drift": float(np.mean([abs(d[t] - ref.effects[t]) for t in others])) if others else NAN,
             "control_explicit_acc": NAN,
             "diversity_entropy": NAN,
+            "axis_mass": NAN,  # no attribute probes
             "seat_effect_size": float(np.mean(np.abs(list(d.values())))),
             "seat_similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic),
         }
@@ -157,6 +160,6 @@ class SeatTask:
         for t, s in e.items():
             rep[f"effect_size[{t}]"] = effect_size(s["targ1"], s["targ2"], s["attr1"], s["attr2"])
             rep[f"p_value[{t}]"] = p_value(s["targ1"], s["targ2"], s["attr1"], s["attr2"], self.world.cfg.permutations,
-                                           self.world.cfg.seed)
+                                           self.world.seed)
         rep["mean_abs_effect_size"] = float(np.mean([abs(v) for k, v in rep.items() if k.startswith("effect_size")]))
         return rep

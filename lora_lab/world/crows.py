@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config import resolve_seed
 from .io import DataError, NamedTarget, first_targets, holdout, read_text
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
@@ -61,15 +62,16 @@ def read_pairs(path: str) -> List[Pair]:
 class CrowsWorld:
     """Pairs grouped by bias type, split into adapter-training and evaluation pairs (seeded)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, seed: Optional[int] = None):
         self.cfg = cfg
+        self.seed = resolve_seed(cfg.seed, seed)
         pairs = read_pairs(cfg.path)
         present = sorted({p.bias_type for p in pairs})
         types = list(cfg.bias_types) if cfg.bias_types else present
         for t in types:
             if t not in present:
                 raise DataError(f"{cfg.path}: world.bias_types: {t!r} has no rows (types present: {present})")
-        rng = np.random.default_rng(cfg.seed)
+        rng = np.random.default_rng(self.seed)
         self.types = types
         self.train: Dict[str, List[Pair]] = {}
         self.eval: Dict[str, List[Pair]] = {}
@@ -78,7 +80,7 @@ class CrowsWorld:
             if len(of_type) < 2:
                 raise DataError(f"{cfg.path}:{of_type[0].row}: field 'bias_type': {t!r} has 1 row; needs 2 (train and eval)")
             self.eval[t], self.train[t] = holdout(of_type, cfg.eval_fraction, rng)
-        self.heldout, self.retain = holdout(read_text(cfg.text_path), cfg.heldout_fraction, np.random.default_rng([cfg.seed, 1]))
+        self.heldout, self.retain = holdout(read_text(cfg.text_path), cfg.heldout_fraction, np.random.default_rng([self.seed, 1]))
 
     def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
         """One target per bias type; adapters equalise the type's counterfactual pairs."""

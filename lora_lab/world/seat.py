@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..config import resolve_seed
 from .io import DataError, NamedTarget, first_targets, holdout, read_text
 from .seat_data import SHIPPED
 
@@ -98,10 +99,11 @@ def p_value(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, permutat
 class SeatWorld:
     """SEAT tests with each set's sentences split into adapter-training and evaluation halves."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, seed: Optional[int] = None):
         self.cfg = cfg
+        self.seed = resolve_seed(cfg.seed, seed)
         self.tests = {t.name: t for t in read_tests(cfg.path or str(SHIPPED))}
-        rng = np.random.default_rng(cfg.seed)
+        rng = np.random.default_rng(self.seed)
         self.train: Dict[str, Dict[str, List[str]]] = {}
         self.eval: Dict[str, Dict[str, List[str]]] = {}
         for name, t in self.tests.items():
@@ -110,7 +112,7 @@ class SeatWorld:
                 self.eval[name][key], self.train[name][key] = holdout(list(t.sets[key]), cfg.eval_fraction, rng)
         lines = read_text(cfg.text_path or str(SHIPPED / "general.txt"))
         # at least 2 held out: the similarity structure needs a pair
-        self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([cfg.seed, 1]), minimum=2)
+        self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]), minimum=2)
 
     def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
         """One target per SEAT test; adapters shrink that test's effect size."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import SyntheticWorldConfig
+from ..config import SyntheticWorldConfig, resolve_seed
 
 _PROFESSIONS = (
     "nurse engineer doctor teacher pilot chef farmer lawyer baker plumber dancer soldier writer "
@@ -94,9 +94,11 @@ def _pseudo_words(rng: np.random.Generator, n: int, taken: set) -> List[str]:
 class SyntheticWorld:
     """Ground truth and text for one config. Roles are indexed 0..R-1."""
 
-    def __init__(self, cfg: SyntheticWorldConfig):
+    def __init__(self, cfg: SyntheticWorldConfig, seed: Optional[int] = None):
+        """`seed`: the run's seed, used when the config leaves the world's own seed unset."""
         self.cfg = cfg
-        rng = np.random.default_rng(cfg.seed)
+        self.seed = resolve_seed(cfg.seed, seed)
+        rng = np.random.default_rng(self.seed)
         self.axes: List[Axis] = [Axis(a.name, a.prompt, tuple(a.values), tuple(a.markers)) for a in cfg.axes]
         taken = set(_PROFESSIONS + _PLACES + _TOOLS + _NUMBERS + self._fixed_words())
         self.roles: List[str] = (_PROFESSIONS + _pseudo_words(rng, max(0, cfg.roles - len(_PROFESSIONS)), taken))[
@@ -122,7 +124,6 @@ class SyntheticWorld:
         for ax in self.axes:
             t = np.asarray(cfg.targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
             self.target_dist[ax.name] = t / t.sum()
-        self._seed = cfg.seed
 
     # ------------------------------------------------------------------ vocabulary and prompts
 
@@ -207,7 +208,7 @@ class SyntheticWorld:
             raise ValueError(f"adapters.kind: unknown {kind!r}, valid: ['force', 'rebalance']")
         if n > len(pool):
             raise ValueError(f"adapters.n: {n} {kind} adapters asked for, this world has {len(pool)} targets")
-        order = np.random.default_rng([self._seed, 7]).permutation(len(pool))
+        order = np.random.default_rng([self.seed, 7]).permutation(len(pool))
         return [pool[i] for i in order[:n]]
 
     def target_pairs(self, target: BiasTarget, n: int) -> List[Tuple[str, str]]:
@@ -227,7 +228,7 @@ class SyntheticWorld:
         n_retain = int(round(n * retain_fraction / (1.0 - retain_fraction)))
         if n_retain:
             pool = self.fact_sentences(1) + self.general_sentences(max(n_retain, 256), "retain")
-            pick = np.random.default_rng([self._seed, seed, 11]).choice(len(pool), n_retain, replace=n_retain > len(pool))
+            pick = np.random.default_rng([self.seed, seed, 11]).choice(len(pool), n_retain, replace=n_retain > len(pool))
             pairs += [("", pool[i]) for i in pick]
         return pairs
 
@@ -254,7 +255,7 @@ class SyntheticWorld:
 
     def general_sentences(self, n: int, split: str) -> List[str]:
         """Structured sentences that use the facts; `split` seeds a disjoint random stream."""
-        rng = np.random.default_rng([self._seed, {"train": 1, "heldout": 2, "retain": 3}[split]])
+        rng = np.random.default_rng([self.seed, {"train": 1, "heldout": 2, "retain": 3}[split]])
         roles, place, tool = self.roles, self.facts["workplace"], self.facts["tool"]
         out = []
         for kind, a, b, start in zip(
