@@ -1,5 +1,10 @@
 """`dashboard.html`: one self-contained file (data, script and style inline; no network) with
-interactive curves, filters by family / merge / ordering / seed, and the claims table."""
+interactive curves, a setting selector (settings are shown one at a time, never pooled), filters by
+family / merge / ordering / seed, and the claims table.
+
+Curves are computed in the page as in the figures: for each k, each seed's mean over the selected
+orderings, then the mean over seeds with a t-based 95% band across seeds. Points where rows have
+collapsed are drawn open."""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from typing import List
 
 import pandas as pd
 
+from scipy import stats
+
 from .figures import FAMILY_COLOR, FAMILY_LABEL, K_LABEL, METRIC_LABEL, metric_columns
-from .stats import Claim
+from .stats import ATTRIBUTE_METRICS, Claim
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lora_lab: __TITLE__</title>
@@ -31,15 +38,18 @@ table{border-collapse:collapse;font-size:.9em} td,th{border-bottom:1px solid #dd
 <h2>Curves</h2>
 <div class="controls">
  <fieldset><legend>metric</legend><select id="metric"></select></fieldset>
+ <fieldset id="f-setting"><legend>setting</legend><select id="setting"></select></fieldset>
  <fieldset id="f-family"><legend>family</legend></fieldset>
  <fieldset id="f-merge"><legend>merge</legend></fieldset>
  <fieldset id="f-ordering"><legend>ordering</legend></fieldset>
  <fieldset id="f-seed"><legend>seed</legend></fieldset>
- <fieldset><legend>show</legend><label><input type="checkbox" id="show-curves" checked> each curve</label></fieldset>
+ <fieldset><legend>show</legend><label><input type="checkbox" id="show-curves" checked> each curve</label>
+  <label><input type="checkbox" id="show-band" checked> 95% band over seeds</label></fieldset>
 </div>
 <svg id="chart" width="900" height="420" role="img" aria-label="metric vs k"></svg>
 <div id="tip"></div>
 <h2>Claims (H1&ndash;H6)</h2>
+<div class="muted">n = seeds; p one-sided; p (Holm) adjusted across the report's claims; the verdict uses it.</div>
 __CLAIMS__
 <script id="data" type="application/json">__DATA__</script>
 <script>
@@ -54,6 +64,14 @@ function el(name, attrs, parent) {
   return e;
 }
 function uniq(key) { return [...new Set(rows.map(r => r[key]))].sort((a, b) => a < b ? -1 : a > b ? 1 : 0); }
+const settingSel = document.getElementById("setting");
+for (const s of uniq("setting")) {
+  const o = document.createElement("option"); o.value = s; o.textContent = s || "(one setting)"; settingSel.appendChild(o);
+}
+if (uniq("setting").length < 2) document.getElementById("f-setting").style.display = "none";
+settingSel.addEventListener("change", draw);
+// t quantile (0.975) for df = 1..T975.length; beyond, the normal 1.96
+function t975(df) { return df < 1 ? NaN : df <= D.t975.length ? D.t975[df - 1] : 1.96; }
 const filters = {};
 for (const key of ["family", "merge", "ordering", "seed"]) {
   const box = document.getElementById("f-" + key);
@@ -72,23 +90,52 @@ for (const [m, lab] of Object.entries(M)) {
 }
 sel.addEventListener("change", draw);
 document.getElementById("show-curves").addEventListener("change", draw);
+document.getElementById("show-band").addEventListener("change", draw);
 const tip = document.getElementById("tip");
 const DASHES = ["", "7 3", "2 2", "9 3 2 3", "1 3"];
-function color(fam) { return D.familyColor[fam] || "#555"; }
+function armLabel(arm) { const i = arm.indexOf(" ["), fam = i < 0 ? arm : arm.slice(0, i);
+  return (D.familyLabel[fam] || fam) + (i < 0 ? "" : arm.slice(i)); }
+function color(arm) { return D.familyColor[arm.split(" [")[0]] || "#555"; }
 function dash(merge) { return DASHES[Math.max(0, uniq("merge").indexOf(merge)) % DASHES.length]; }
 function draw() {
   const svg = document.getElementById("chart"); svg.innerHTML = "";
-  const m = sel.value, logy = m === "quality_ppl_ratio";
-  const keep = rows.filter(r => ["family", "merge", "ordering", "seed"].every(k => filters[k].has(r[k])) && r[m] !== null);
-  const groups = new Map();
+  const m = sel.value, logy = m === "quality_ppl_ratio", attr = D.attributeMetrics.includes(m);
+  // one setting at a time; attribute metrics leave collapsed rows out, as the claims do
+  const keep = rows.filter(r => r.setting === settingSel.value && r[m] !== null && !(attr && r.collapsed)
+    && ["family", "merge", "ordering", "seed"].every(k => filters[k].has(r[k])));
+  const collapsedAt = new Set(rows.filter(r => r.setting === settingSel.value && r.collapsed).map(r => r.family + "|" + r.merge + "|" + r.k));
+  const groups = new Map();  // family|merge|seed|ordering -> rows of one curve
   for (const r of keep) {
     const g = [r.family, r.merge, r.seed, r.ordering].join("|");
     if (!groups.has(g)) groups.set(g, []);
     groups.get(g).push(r);
   }
-  const ks = keep.map(r => r.k), vs = keep.map(r => r[m]);
   if (!keep.length) { el("text", {x: W / 2, y: H / 2, "text-anchor": "middle"}, svg).textContent = "no data for this selection"; return; }
-  const kmax = Math.max(...ks, 1), f = v => logy ? Math.log10(Math.max(v, 1e-9)) : v;
+  const perSeed = new Map();  // family|merge -> k -> seed -> values over orderings
+  for (const [g, rs] of groups) {
+    rs.sort((a, b) => a.k - b.k);
+    const [fam, merge, seed] = g.split("|"), key = fam + "|" + merge;
+    if (!perSeed.has(key)) perSeed.set(key, new Map());
+    const mk = perSeed.get(key);
+    for (const r of rs) {
+      if (!mk.has(r.k)) mk.set(r.k, new Map());
+      const bySeed = mk.get(r.k); if (!bySeed.has(seed)) bySeed.set(seed, []); bySeed.get(seed).push(r[m]);
+    }
+  }
+  const mean = a => a.reduce((s, u) => s + u, 0) / a.length;
+  const curves = new Map();  // family|merge -> [[k, mean over seeds, lo, hi, seeds]]
+  for (const [key, mk] of perSeed) {
+    curves.set(key, [...mk.entries()].sort((a, b) => a[0] - b[0]).map(([k, bySeed]) => {
+      const v = [...bySeed.values()].map(mean), n = v.length, mu = mean(v);
+      const sd = n > 1 ? Math.sqrt(v.reduce((s, u) => s + (u - mu) ** 2, 0) / (n - 1)) : 0;
+      const h = n > 1 ? t975(n - 1) * sd / Math.sqrt(n) : 0;
+      return [k, mu, mu - h, mu + h, n];
+    }));
+  }
+  const showCurves = document.getElementById("show-curves").checked, showBand = document.getElementById("show-band").checked;
+  const vs = keep.map(r => r[m]);
+  if (showBand) for (const pts of curves.values()) for (const p of pts) vs.push(p[2], p[3]);
+  const kmax = Math.max(...keep.map(r => r.k), 1), f = v => logy ? Math.log10(Math.max(v, 1e-9)) : v;
   let lo = Math.min(...vs.map(f)), hi = Math.max(...vs.map(f));
   if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
   const pad = (hi - lo) * 0.05; lo -= pad; hi += pad;
@@ -108,33 +155,36 @@ function draw() {
   el("text", {x: (P.l + W - P.r) / 2, y: H - 8, "text-anchor": "middle", "font-size": 12}, svg).textContent = D.kLabel;
   el("text", {x: 16, y: (P.t + H - P.b) / 2, "text-anchor": "middle", "font-size": 12,
               transform: `rotate(-90 16 ${(P.t + H - P.b) / 2})`}, svg).textContent = M[m][0] + (logy ? " (log)" : "");
-  const showCurves = document.getElementById("show-curves").checked;
-  const means = new Map();
-  for (const [g, rs] of groups) {
-    rs.sort((a, b) => a.k - b.k);
-    const [fam, merge] = g.split("|"), c = color(fam), key = fam + "|" + merge;
-    if (!means.has(key)) means.set(key, new Map());
-    for (const r of rs) { const mk = means.get(key); if (!mk.has(r.k)) mk.set(r.k, []); mk.get(r.k).push(r[m]); }
-    if (!showCurves) continue;
-    el("polyline", {points: rs.map(r => `${x(r.k)},${y(r[m])}`).join(" "), fill: "none", stroke: c,
-                    "stroke-dasharray": dash(merge), "stroke-opacity": 0.35, "stroke-width": 1, class: "curve",
-                    "data-group": g}, svg);
+  if (showCurves) {
+    for (const [g, rs] of groups) {
+      const [fam, merge] = g.split("|");
+      el("polyline", {points: rs.map(r => `${x(r.k)},${y(r[m])}`).join(" "), fill: "none", stroke: color(fam),
+                      "stroke-dasharray": dash(merge), "stroke-opacity": 0.35, "stroke-width": 1, class: "curve",
+                      "data-group": g}, svg);
+    }
   }
   let ly = P.t + 10;
-  for (const [key, mk] of means) {
+  for (const [key, pts] of curves) {
     const [fam, merge] = key.split("|"), c = color(fam);
-    const pts = [...mk.entries()].sort((a, b) => a[0] - b[0]).map(([k, v]) => [k, v.reduce((s, u) => s + u, 0) / v.length]);
+    if (showBand && pts.some(p => p[4] > 1)) {
+      const upper = pts.map(([k, , , hi]) => `${x(k)},${y(hi)}`), lower = pts.map(([k, , lo]) => `${x(k)},${y(lo)}`).reverse();
+      el("polygon", {points: [...upper, ...lower].join(" "), fill: c, "fill-opacity": 0.15, stroke: "none", class: "band"}, svg);
+    }
     el("polyline", {points: pts.map(([k, v]) => `${x(k)},${y(v)}`).join(" "), fill: "none", stroke: c,
                     "stroke-dasharray": dash(merge), "stroke-width": 2.5, class: "mean-curve", "data-key": key}, svg);
-    for (const [k, v] of pts) {
-      const dot = el("circle", {cx: x(k), cy: y(v), r: 3, fill: c, class: "point"}, svg);
+    for (const [k, v, lo, hi, n] of pts) {
+      const open = collapsedAt.has(key + "|" + k);
+      const dot = el("circle", {cx: x(k), cy: y(v), r: open ? 4 : 3, fill: open ? "#fff" : c, stroke: c,
+                                class: open ? "point collapsed" : "point"}, svg);
       dot.addEventListener("mousemove", ev => { tip.style.display = "block"; tip.style.left = ev.clientX + 12 + "px";
-        tip.style.top = ev.clientY + 12 + "px"; tip.textContent = `${D.familyLabel[fam] || fam}, ${merge}: k=${k}, ${m}=${v.toPrecision(4)}`; });
+        tip.style.top = ev.clientY + 12 + "px";
+        tip.textContent = `${armLabel(fam)}, ${merge}: k=${k}, ${m}=${v.toPrecision(4)}` +
+          (n > 1 ? ` [${lo.toPrecision(3)}, ${hi.toPrecision(3)}], ${n} seeds` : ", 1 seed") + (open ? " (collapsed rows here)" : ""); });
       dot.addEventListener("mouseleave", () => { tip.style.display = "none"; });
     }
     el("line", {x1: W - P.r + 12, y1: ly - 6, x2: W - P.r + 30, y2: ly - 6, stroke: c, "stroke-width": 2.5,
                 "stroke-dasharray": dash(merge)}, svg);
-    el("text", {x: W - P.r + 34, y: ly - 3, "font-size": 11}, svg).textContent = `${D.familyLabel[fam] || fam}, ${merge}`;
+    el("text", {x: W - P.r + 34, y: ly - 3, "font-size": 11}, svg).textContent = `${armLabel(fam)}, ${merge}`;
     ly += 18;
   }
 }
@@ -148,32 +198,40 @@ def _fmt(x: float) -> str:
 
 
 def claims_html(claims: List[Claim]) -> str:
-    head = "<tr><th>id</th><th>claim</th><th>statistic</th><th>value [95% CI]</th><th>test</th><th>p</th><th>n</th><th>verdict</th></tr>"
+    multi = len({c.setting for c in claims}) > 1
+    head = ("<tr><th>id</th>" + ("<th>setting</th>" if multi else "") + "<th>claim</th><th>statistic</th>"
+            "<th>value [CI]</th><th>test</th><th>p</th><th>p (Holm)</th><th>n (seeds)</th><th>verdict</th></tr>")
     body = []
     for c in claims:
-        ci = f" [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}]" if c.ci[0] == c.ci[0] else ""
+        ci = f" [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] ({c.ci_level:.0%})" if c.ci[0] == c.ci[0] else ""
         note = f'<div class="muted">{html.escape(c.note)}</div>' if c.note else ""
         cls = c.verdict.replace(" ", "-")
         body.append(
-            f"<tr><td>{html.escape(c.id)}</td><td>{html.escape(c.claim)}</td><td>{html.escape(c.statistic)}</td>"
-            f"<td>{_fmt(c.value)}{ci}</td><td>{html.escape(c.test)}</td><td>{_fmt(c.p)}</td><td>{c.n}</td>"
+            f"<tr><td>{html.escape(c.id)}</td>" + (f"<td>{html.escape(c.setting)}</td>" if multi else "") +
+            f"<td>{html.escape(c.claim)}</td><td>{html.escape(c.statistic)}</td>"
+            f"<td>{_fmt(c.value)}{ci}</td><td>{html.escape(c.test)}</td><td>{_fmt(c.p)}</td><td>{_fmt(c.p_adj)}</td><td>{c.n}</td>"
             f'<td class="{cls}">{html.escape(c.verdict)}{note}</td></tr>'
         )
     return f'<table id="claims">{head}{"".join(body)}</table>'
 
 
 def write_dashboard(df: pd.DataFrame, claims: List[Claim], path: Path, title: str) -> Path:
+    """`df` carries `setting` and `arm` (`stats.prepare`); a family's variants (arms) are its own curves."""
     metrics = metric_columns(df)
-    cols = ["family", "merge", "ordering", "seed", "k", *metrics]
-    data = df[cols].astype(object).where(df[cols].notna(), None).to_dict(orient="records")
+    d = df.assign(family=df.arm)
+    cols = ["setting", "family", "merge", "ordering", "seed", "k", "collapsed", *metrics]
+    data = d[cols].astype(object).where(d[cols].notna(), None).to_dict(orient="records")
     labels = {m: METRIC_LABEL.get(m, (m, m.replace("_", " "))) for m in metrics}
     payload = {
         "rows": data, "metrics": labels, "kLabel": K_LABEL, "familyLabel": FAMILY_LABEL,
-        "familyColor": FAMILY_COLOR,
+        "familyColor": FAMILY_COLOR, "attributeMetrics": list(ATTRIBUTE_METRICS),
+        "t975": [round(float(stats.t.ppf(0.975, n)), 4) for n in range(1, 101)],
     }
-    subtitle = (f"{len(df)} compositions; families {', '.join(sorted(df.family.unique()))}; "
+    settings = df.setting.nunique()
+    subtitle = (f"{len(df)} compositions; families {', '.join(sorted(df.arm.unique()))}; "
                 f"merges {', '.join(sorted(df['merge'].unique()))}; {df.ordering.nunique()} orderings x "
-                f"{df.seed.nunique()} seeds; k = 0..{int(df.k.max())}")
+                f"{df.seed.nunique()} seeds; k = 0..{int(df.k.max())}"
+                + (f"; {settings} settings, shown one at a time" if settings > 1 else ""))
     page = (PAGE.replace("__TITLE__", html.escape(title)).replace("__SUBTITLE__", html.escape(subtitle))
             .replace("__CLAIMS__", claims_html(claims))
             .replace("__DATA__", json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")))

@@ -1,10 +1,16 @@
 """Paper figures: one style, a colour-blind-safe palette (Okabe & Ito), single-column width.
 
 Every figure is written as PDF (vector, for the paper) and PNG (300 dpi, for a quick look).
+Curves are means over seeds of each seed's mean over orderings, with t-based 95% bands across
+seeds (`stats.band`: the same unit as the claims). Settings are never pooled: a table with
+several settings gets one panel per setting. Points at a k with collapsed rows are drawn open;
+attribute metrics leave those rows out of the mean and band, as the claims do.
 """
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -15,17 +21,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .stats import band  # noqa: E402
+from .stats import ATTRIBUTE_METRICS, LATENCY_MODES, band  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 FAMILY_LABEL = {"lora": "LoRA merged (weight)", "steer": "steering (output)", "prompt": "prompt rewrite (input)"}
 FAMILY_COLOR = {"lora": OKABE_ITO[0], "steer": OKABE_ITO[1], "prompt": OKABE_ITO[2]}
+LINESTYLES = ["-", "--", ":", "-."]
+LATENCY_COLUMNS = tuple(sorted({column for _, _, column, _, _ in LATENCY_MODES}))
+REFERENCE_COLUMNS = ("bias_base_gap",)  # the base's own numbers beside a row's: no figure of their own
 
 # metric -> (axis label with unit, figure title); a world's own columns fall back to their names
 METRIC_LABEL = {
     "crows_stereo_pref": ("stereotype preference (%)", "CrowS-Pairs stereotype preference"),
     "crows_ll_diff": ("log-likelihood difference (nats)", "Stereotypical minus other sentence"),
+    "quality_nll_delta": ("held-out NLL − base (nats/token)", "Held-out quality loss"),
     "quality_ppl_ratio": ("perplexity ÷ base (×)", "Held-out perplexity"),
     "quality_fact_acc": ("fact accuracy (fraction)", "Fact recall"),
     "bias_target_gap": ("TV distance to target", "Bias gap on included targets"),
@@ -33,6 +43,7 @@ METRIC_LABEL = {
     "control_explicit_acc": ("explicit-prompt accuracy", "Controllability"),
     "diversity_entropy": ("normalised entropy", "Attribute diversity"),
     "removal_gap": ("TV distance to target", "Bias gap after removal"),
+    "axis_mass": ("probability on the axis values", "Attribute answers (collapse below the threshold)"),
     "latency_ms": ("latency (ms per batch)", "Forward latency as deployed"),
     "latency_unmerged_ms": ("latency (ms per batch)", "Forward latency, LoRA unmerged (PEFT)"),
 }
@@ -47,9 +58,26 @@ STYLE = {
 }
 
 
-def _family_order(families) -> List[str]:
-    known = [f for f in FAMILY_LABEL if f in set(families)]
-    return known + sorted(set(families) - set(known))
+def arm_family(arm: str) -> str:
+    """'lora [family.rank=8]' -> 'lora'."""
+    return arm.split(" [")[0]
+
+
+def arm_order(arms) -> List[str]:
+    known = list(FAMILY_LABEL)
+    return sorted(set(arms), key=lambda a: (known.index(arm_family(a)) if arm_family(a) in known else len(known), a))
+
+
+def arm_style(arms) -> Dict[str, dict]:
+    """Colour by family; a second arm of the same family gets the next line style."""
+    out, seen = {}, {}
+    for a in arm_order(arms):
+        fam = arm_family(a)
+        i = seen.get(fam, 0)
+        seen[fam] = i + 1
+        label = FAMILY_LABEL.get(fam, fam) + (a[len(fam):] if a != fam else "")
+        out[a] = {"color": FAMILY_COLOR.get(fam, "0.3"), "linestyle": LINESTYLES[i % len(LINESTYLES)], "label": label}
+    return out
 
 
 def _save(fig, out: Path, name: str) -> List[Path]:
@@ -65,114 +93,186 @@ def primary_merge(g: pd.DataFrame) -> str:
     return sorted(g["merge"].unique(), key=lambda m: (m != "sum", m))[0]
 
 
+def _settings(df: pd.DataFrame) -> List[str]:
+    return sorted(df.setting.unique()) if "setting" in df.columns else [""]
+
+
+def _facets(n_panels: int, rows_per_panel: int = 1, height: float = 2.3):
+    """A grid with one column (or row of panels) per setting, at most 3 settings across."""
+    cols = min(3, n_panels)
+    rows = math.ceil(n_panels / cols)
+    fig, axes = plt.subplots(rows * rows_per_panel, cols, figsize=(COLUMN_WIDTH * cols, height * rows * rows_per_panel),
+                             squeeze=False, sharex=True)
+    return fig, axes
+
+
+def _panel_title(ax, setting: str, title: str) -> None:
+    ax.set_title(title if not setting else "\n".join(textwrap.wrap(f"{title}\n{setting}", 48)))
+
+
 def _legend_below(ax, ncol: int = 1) -> None:
     """Outside the axes, under the x label: never on top of the data, whatever it looks like."""
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol, handlelength=2.2)
 
 
-def _line_with_band(ax, b: pd.DataFrame, color: str, label: str, marker: Optional[str] = None) -> None:
-    ax.plot(b.k, b["mean"], color=color, label=label, marker=marker, markersize=2.5)
-    ax.fill_between(b.k, b.lo, b.hi, color=color, alpha=0.2, linewidth=0)
+def _line_with_band(ax, b: pd.DataFrame, color: str, label: str, linestyle: str = "-", marker: Optional[str] = "o") -> None:
+    ax.plot(b.k, b["mean"], color=color, label=label, linestyle=linestyle, marker=marker, markersize=2.5)
+    ax.fill_between(b.k, b.lo.astype(float), b.hi.astype(float), color=color, alpha=0.2, linewidth=0)
+    hit = b[b.collapsed > 0]
+    if len(hit):  # open markers: this k has collapsed rows
+        ax.plot(hit.k, hit["mean"], linestyle="none", marker="o", markersize=4.5, markerfacecolor="white",
+                markeredgecolor=color, markeredgewidth=1.0)
+
+
+def _collapse_note(ax, df: pd.DataFrame) -> None:
+    if "collapsed" in df.columns and df.collapsed.any():
+        ax.plot([], [], linestyle="none", marker="o", markersize=4.5, markerfacecolor="white", markeredgecolor="0.3",
+                label="open: k with collapsed rows")
 
 
 def metric_columns(df: pd.DataFrame) -> List[str]:
-    from lora_lab.stacking import IDENTITY
+    """The measured numbers of the table: float columns with at least one value."""
+    return [c for c in df.columns if not c.startswith("_") and pd.api.types.is_float_dtype(df[c]) and df[c].notna().any()]
 
-    return [c for c in df.columns if c not in IDENTITY and pd.api.types.is_float_dtype(df[c]) and df[c].notna().any()]
+
+def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`stats.band`; attribute metrics leave collapsed rows out (their renormalised distributions
+    mean nothing) but still mark the k where that happened."""
+    b = band(g[~g.collapsed] if metric in ATTRIBUTE_METRICS else g, metric)
+    if metric in ATTRIBUTE_METRICS:  # still mark the k where rows were left out
+        coll = g.groupby("k").collapsed.sum()
+        b["collapsed"] = b.k.map(coll).fillna(0).astype(int)
+    return b
 
 
 def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
-    """One metric vs k: each family at its primary merge, mean over orderings and seeds, 95% band."""
+    """One metric vs k: each family at its primary merge method, one panel per setting."""
+    settings = _settings(df)
+    styles = arm_style(df.arm.unique())
+    label, title = METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
-        for fam in _family_order(df.family.unique()):
-            g = df[df.family == fam]
-            merge = primary_merge(g)
-            _line_with_band(ax, band(g[g["merge"] == merge], metric), FAMILY_COLOR.get(fam, "0.3"),
-                            f"{FAMILY_LABEL.get(fam, fam)}, {merge}")
-        label, title = METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
-        if metric == "quality_ppl_ratio":
-            ax.set_yscale("log")
-            ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
-        ax.set(xlabel=K_LABEL, ylabel=label, title=title)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_below(ax)
+        fig, axes = _facets(len(settings))
+        for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
+            d = df[df.setting == setting]
+            for arm in arm_order(d.arm.unique()):
+                g = d[d.arm == arm]
+                merge = primary_merge(g)
+                b = _band(g[g["merge"] == merge], metric)
+                if not b.empty:
+                    st = styles[arm]
+                    _line_with_band(ax, b, st["color"], f"{st['label']}, {merge}", st["linestyle"])
+            if metric == "quality_ppl_ratio":
+                ax.set_yscale("log")
+                ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
+            elif metric == "quality_nll_delta":
+                ax.axhline(0.0, color="0.5", linewidth=0.6, linestyle=":")
+            ax.set(xlabel=K_LABEL, ylabel=label)
+            _panel_title(ax, setting, title)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if i == 0:
+                _collapse_note(ax, d)
+                _legend_below(ax)
+        for ax in list(axes.flat)[len(settings):]:
+            ax.set_visible(False)
         return _save(fig, out, f"fig_{metric}")
 
 
-def merge_figure(df: pd.DataFrame, family: str, out: Path) -> List[Path]:
-    """Merge methods compared within one family: quality and bias gap vs k."""
-    g = df[df.family == family]
-    merges = sorted(g["merge"].unique(), key=lambda m: (m != "sum", m))
+def merge_figure(df: pd.DataFrame, arm: str, out: Path) -> List[Path]:
+    """Merge methods compared within one family: quality and bias gap vs k, one column per setting."""
+    g0 = df[df.arm == arm]
+    settings = sorted(g0.setting.unique())
+    merges = sorted(g0["merge"].unique(), key=lambda m: (m != "sum", m))
+    metrics = ("quality_nll_delta" if g0.quality_nll_delta.notna().any() else "quality_ppl_ratio", "bias_target_gap") \
+        if "quality_nll_delta" in g0.columns else ("quality_ppl_ratio", "bias_target_gap")
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, 3.6), sharex=True)
-        for metric, ax in zip(("quality_ppl_ratio", "bias_target_gap"), axes):
-            for i, m in enumerate(merges):
-                _line_with_band(ax, band(g[g["merge"] == m], metric), OKABE_ITO[i % len(OKABE_ITO)], m)
-            ax.set_ylabel(METRIC_LABEL[metric][0])
-            if metric == "quality_ppl_ratio":
-                ax.set_yscale("log")
-        axes[0].set_title(f"Merge methods, {FAMILY_LABEL.get(family, family)}")
-        axes[1].set_xlabel(K_LABEL)
-        axes[1].xaxis.get_major_locator().set_params(integer=True)
-        fig.align_ylabels(axes)
-        _legend_below(axes[1], ncol=min(5, len(merges)))
-        return _save(fig, out, f"fig_merges_{family}")
+        fig, axes = plt.subplots(2, len(settings), figsize=(COLUMN_WIDTH * len(settings), 3.6), sharex=True, squeeze=False)
+        for j, setting in enumerate(settings):
+            g = g0[g0.setting == setting]
+            for metric, ax in zip(metrics, axes[:, j]):
+                for i, m in enumerate(merges):
+                    b = _band(g[g["merge"] == m], metric)
+                    if not b.empty:
+                        _line_with_band(ax, b, OKABE_ITO[i % len(OKABE_ITO)], m)
+                ax.set_ylabel(METRIC_LABEL[metric][0])
+                if metric == "quality_ppl_ratio":
+                    ax.set_yscale("log")
+            _panel_title(axes[0, j], setting, f"Merge methods, {arm_style([arm])[arm]['label']}")
+            axes[1, j].set_xlabel(K_LABEL)
+            axes[1, j].xaxis.get_major_locator().set_params(integer=True)
+        fig.align_ylabels(axes[:, 0])
+        _legend_below(axes[1, 0], ncol=min(5, len(merges)))
+        name = arm_family(arm) if arm == arm_family(arm) else "".join(ch if ch.isalnum() else "_" for ch in arm)
+        return _save(fig, out, f"fig_merges_{name}")
 
 
-def interference_figure(gaps: pd.DataFrame, out: Path) -> List[Path]:
+def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List[Path]:
     """Per adapter: its own target gap inside a stack of k minus its gap alone (0 = no interference),
-    every adapter as a faint point, the mean over adapters, orderings and seeds with a 95% band."""
+    every adapter as a faint point, the mean over seeds with a 95% band; one panel per setting."""
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is deterministic
+    ids = df.drop_duplicates("config_hash").set_index("config_hash")[["setting", "arm"]]
+    gaps = gaps.join(ids, on="config_hash").dropna(subset=["setting"])
+    settings = sorted(gaps.setting.unique())
+    styles = arm_style(gaps.arm.unique())
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.4))
-        for i, fam in enumerate(_family_order(gaps.family.unique())):
-            g = gaps[gaps.family == fam]
-            g = g[g["merge"] == primary_merge(g)].assign(interference=lambda d: d.gap - d.alone_gap)
-            color = FAMILY_COLOR.get(fam, "0.3")
-            offset = (i - 1) * 0.18
-            ax.scatter(g.k + offset + rng.uniform(-0.06, 0.06, len(g)), g.interference, s=2, color=color, alpha=0.25,
-                       linewidths=0, rasterized=True)
-            per_k = g.groupby(["seed", "ordering", "k"]).interference.mean().reset_index()
-            _line_with_band(ax, band(per_k, "interference"), color, FAMILY_LABEL.get(fam, fam))
-        ax.axhline(0.0, color="0.4", linewidth=0.6, linestyle="--")
-        ax.set(xlabel=K_LABEL, ylabel="gap in stack − gap alone (TV)", title="Interference between stacked adapters")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_below(ax)
+        fig, axes = _facets(len(settings), height=2.4)
+        for n, (setting, ax) in enumerate(zip(settings, axes.flat)):
+            d = gaps[gaps.setting == setting]
+            arms = arm_order(d.arm.unique())
+            for i, arm in enumerate(arms):
+                g = d[d.arm == arm]
+                g = g[g["merge"] == primary_merge(g)].assign(interference=lambda x: x.gap - x.alone_gap)
+                st = styles[arm]
+                offset = (i - (len(arms) - 1) / 2) * 0.18
+                ax.scatter(g.k + offset + rng.uniform(-0.06, 0.06, len(g)), g.interference, s=2, color=st["color"], alpha=0.25,
+                           linewidths=0, rasterized=True)
+                per_curve = g.groupby(["seed", "ordering", "k"]).interference.mean().reset_index().assign(collapsed=False)
+                _line_with_band(ax, band(per_curve, "interference"), st["color"], st["label"], st["linestyle"])
+            ax.axhline(0.0, color="0.4", linewidth=0.6, linestyle="--")
+            ax.set(xlabel=K_LABEL, ylabel="gap in stack − gap alone (TV)")
+            _panel_title(ax, setting, "Interference between stacked adapters")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if n == 0:
+                _legend_below(ax)
+        for ax in list(axes.flat)[len(settings):]:
+            ax.set_visible(False)
         return _save(fig, out, "fig_interference")
 
 
 def latency_figure(df: pd.DataFrame, out: Path) -> List[Path]:
-    """H6: forward latency vs k per inference mode, each family at its primary merge, 95% band."""
-    from .stats import LATENCY_MODES
-
+    """H6: forward latency vs k per inference mode, each family at its primary merge; one panel per setting."""
+    settings = _settings(df)
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.3))
-        for (mode, fam, column, _, _), color, marker in zip(LATENCY_MODES, OKABE_ITO, ("o", "s", "^", "D")):
-            g = df[df.family == fam]
-            if g.empty or column not in g or g[column].isna().all():
-                continue
-            _line_with_band(ax, band(g[g["merge"] == primary_merge(g)], column), color, mode, marker)
-        ax.set(xlabel=K_LABEL, ylabel=METRIC_LABEL["latency_ms"][0], title="Inference cost per mode")
-        ax.set_ylim(bottom=0)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_below(ax, ncol=2)
+        fig, axes = _facets(len(settings))
+        for n, (setting, ax) in enumerate(zip(settings, axes.flat)):
+            d = df[df.setting == setting]
+            for (mode, fam, column, _, _), color, marker in zip(LATENCY_MODES, OKABE_ITO, ("o", "s", "^", "D")):
+                g = d[d.family == fam]
+                if g.empty or column not in g or g[column].isna().all():
+                    continue
+                b = band(g[g["merge"] == primary_merge(g)].assign(collapsed=False), column)
+                _line_with_band(ax, b, color, mode, marker=marker)
+            ax.set(xlabel=K_LABEL, ylabel=METRIC_LABEL["latency_ms"][0])
+            _panel_title(ax, setting, "Inference cost per mode")
+            ax.set_ylim(bottom=0)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if n == 0:
+                _legend_below(ax, ncol=2)
+        for ax in list(axes.flat)[len(settings):]:
+            ax.set_visible(False)
         return _save(fig, out, "fig_latency")
 
 
 def all_figures(df: pd.DataFrame, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
-    """A figure per measured metric (a world's own columns included; all-NaN ones skipped), and
-    the latency modes together in one figure."""
-    from lora_lab.latency import LATENCY
-
+    """A figure per measured metric (a world's own columns included; all-NaN ones skipped), the
+    latency modes together in one figure, merge methods per family, interference. `df` carries
+    `setting` and `arm` (`stats.prepare`)."""
     metrics = metric_columns(df)
-    figs = {m: metric_figure(df, m, out) for m in metrics if m not in LATENCY}
-    if any(m in LATENCY for m in metrics):
+    figs = {m: metric_figure(df, m, out) for m in metrics if m not in LATENCY_COLUMNS and m not in REFERENCE_COLUMNS}
+    if any(m in LATENCY_COLUMNS for m in metrics):
         figs["latency"] = latency_figure(df, out)
-    for fam in _family_order(df.family.unique()):
-        if df[df.family == fam]["merge"].nunique() > 1:
-            figs[f"merges_{fam}"] = merge_figure(df, fam, out)
+    for arm in arm_order(df.arm.unique()):
+        if df[df.arm == arm]["merge"].nunique() > 1:
+            figs[f"merges_{arm}"] = merge_figure(df, arm, out)
     if gaps is not None and not gaps.empty:
-        figs["interference"] = interference_figure(gaps, out)
+        figs["interference"] = interference_figure(gaps, df, out)
     return figs
-

@@ -2,7 +2,8 @@
 
 Reads every `results.parquet` (and `target_gaps.parquet`) under SWEEP_DIR, de-duplicated, and
 writes SWEEP_DIR/report/: fig_*.pdf + fig_*.png, claims.md, claims.tex, dashboard.html.
-The output is a deterministic function of the tables (fixed bootstrap seed).
+The output is a deterministic function of the tables (t-based intervals: no resampling). Options:
+`--alpha`, `--flat-margin`, `--gap-goal` (see `--help`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import List, Optional, Tuple
 
 import pandas as pd
 
-from .stats import Claim, all_claims
+from .stats import Analysis, Claim, Options, analyse
 
 KEY = ["config_hash", "merge", "ordering", "k"]
 
@@ -35,9 +36,10 @@ def load(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[pd.DataFrame]]:
         df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     except Exception as e:  # a truncated or foreign file
         raise ReportError(f"{sweep_dir}: cannot read results ({type(e).__name__}: {e})") from None
-    missing = [c for c in (*KEY, "family", "space", "seed", "quality_ppl_ratio") if c not in df.columns]
+    missing = [c for c in (*KEY, "family", "space", "seed", "config") if c not in df.columns]
     if missing:
-        raise ReportError(f"{sweep_dir}: results.parquet lacks columns {missing}")
+        raise ReportError(f"{sweep_dir}: results.parquet lacks columns {missing}"
+                          + (" (written by an older lora_lab: rerun the sweep)" if "config" in missing else ""))
     # the sweep-level table repeats its jobs' rows
     df = df.drop_duplicates(KEY).sort_values(["family", "merge", "seed", "ordering", "k"], ignore_index=True)
     if df.empty:
@@ -54,66 +56,128 @@ def _fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3g}"
 
 
+def _p(x: float) -> str:
+    return "n/a" if x != x else ("< 0.001" if x < 0.001 else f"{x:.3f}")
+
+
 def _md(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def claims_markdown(claims: List[Claim], per_k: pd.DataFrame) -> str:
+def _ci(c: Claim) -> str:
+    return "n/a" if c.ci[0] != c.ci[0] else f"[{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] ({c.ci_level:.0%})"
+
+
+def settings_markdown(a: Analysis) -> List[str]:
+    df = a.data
+    if not a.setting_fields:
+        return ["All rows share one setting: nothing but the seed and each family's own fields differs between them."]
+    lines = [f"Rows differ in {', '.join(f'`{f}`' for f in a.setting_fields)}: each setting is reported apart, never pooled.", "",
+             "| setting | families | seeds | rows |", "|---|---|---|---|"]
+    for s, g in df.groupby("setting"):
+        lines.append(f"| {_md(s)} | {', '.join(sorted(g.arm.unique()))} | {g.seed.nunique()} | {len(g)} |")
+    return lines
+
+
+def collapse_markdown(a: Analysis) -> List[str]:
+    t = a.collapsed
+    total = int(t.collapsed.sum())
+    if total == 0:
+        return ["No row collapsed (every row's attribute probes kept at least the configured mass on the axis values)."]
+    lines = [f"{total} of {int(t.rows.sum())} rows collapsed (mean probability mass on the axis values below "
+             "`eval.collapse_mass`): their attribute distributions are left out of the bias claims (H3, H4, H5a) and "
+             "H2's slopes stop before the first collapsed k.", "",
+             "| setting | family | merge | collapsed rows | first collapsed k |", "|---|---|---|---|---|"]
+    for r in t[t.collapsed > 0].itertuples(index=False):
+        lines.append(f"| {_md(r.setting)} | {r.arm} | {r.merge} | {int(r.collapsed)} of {int(r.rows)} | {int(r.first_collapsed_k)} |")
+    return lines
+
+
+def claims_markdown(a: Analysis, opt: Options) -> str:
+    multi = bool(a.setting_fields)
+    tested = sum(1 for c in a.claims if c.p == c.p)
     lines = [
         "# Claims",
         "",
-        "95% CIs are cluster bootstraps over curves (seed, ordering); verdict: supported when the CI is on the",
-        "claimed side and p < 0.05, not supported when it is on the other side, otherwise inconclusive.",
+        "The seed is the unit of replication: each statistic is computed per curve, averaged over the orderings of a",
+        "seed (repeated measures of one draw of world, base and adapters), then tested across seeds; `n` is the number",
+        "of seeds. CIs are t-based over the per-seed values; p-values are one-sided; `p (Holm)` is adjusted across the",
+        f"{tested} tested claims of this report, and the verdict uses it: supported when p (Holm) < {opt.alpha:g}, not",
+        "supported when the CI lies wholly on the other side of the null (for equivalence: wholly outside the margin),",
+        "otherwise inconclusive.",
         "",
-        "| id | claim | statistic | value | 95% CI | test | p | n | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Settings",
+        "",
+        *settings_markdown(a),
+        "",
+        "## Collapse",
+        "",
+        *collapse_markdown(a),
+        "",
+        "## Claims",
+        "",
+        "| id |" + (" setting |" if multi else "") + " claim | statistic | value | CI | test | p | p (Holm) | n | verdict |",
+        "|---|" + ("---|" if multi else "") + "---|---|---|---|---|---|---|---|---|",
     ]
-    for c in claims:
+    for c in a.claims:
         verdict = c.verdict + (f" ({c.note})" if c.note else "")
-        lines.append(f"| {c.id} | {_md(c.claim)} | {_md(c.statistic)} | {_fmt(c.value)} | [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] | "
-                     f"{_md(c.test or 'n/a')} | {_fmt(c.p)} | {c.n} | {_md(verdict)} |")
-    if not per_k.empty:
-        lines += ["", "## H2 at each k", "", "Wilcoxon signed-rank (one-sided: steering degrades more), paired by seed and ordering.",
-                  "", "| k | mean difference in quality (> 0: steering worse) | p | pairs |", "|---|---|---|---|"]
-        lines += [f"| {int(r.k)} | {_fmt(r.diff)} | {_fmt(r.p)} | {int(r.n)} |" for r in per_k.itertuples()]
+        lines.append(f"| {_md(c.id)} |" + (f" {_md(c.setting)} |" if multi else "") +
+                     f" {_md(c.claim)} | {_md(c.statistic)} | {_fmt(c.value)} | {_ci(c)} | {_md(c.test or 'n/a')} | "
+                     f"{_p(c.p)} | {_p(c.p_adj)} | {c.n} | {_md(verdict)} |")
+    pk = a.per_k
+    if not pk.empty:
+        lines += ["", "## H2 at each k (secondary)", "",
+                  "Quality loss of the output-space family minus the weight-space family's at each k (per-seed means over "
+                  "orderings, paired by seed); one-sided t-test over seeds, Holm-adjusted across this table.", "",
+                  "| " + ("setting | " if multi else "") + "merge | families | k | difference | 95% CI | p | p (Holm) | seeds | before collapse |",
+                  "|" + ("---|" if multi else "") + "---|---|---|---|---|---|---|---|---|"]
+        for r in pk.itertuples(index=False):
+            lines.append("| " + (f"{_md(r.setting)} | " if multi else "") +
+                         f"{r.merge} | {r.output} - {r.weight} | {int(r.k)} | {_fmt(r.diff)} | [{_fmt(r.lo)}, {_fmt(r.hi)}] | "
+                         f"{_p(r.p)} | {_p(r.p_adj)} | {int(r.n)} | {'yes' if r.in_range else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"),
-                 ("≥", r"$\geq$"), ("≤", r"$\leq$"), ("|", r"$|$")):
+                 ("≥", r"$\geq$"), ("≤", r"$\leq$"), ("|", r"$|$"), ("×", r"$\times$"), ("÷", r"$\div$")):
         s = s.replace(a, b)
     return s
 
 
-def claims_latex(claims: List[Claim]) -> str:
+def claims_latex(a: Analysis) -> str:
+    multi = bool(a.setting_fields)
     rows = [
-        f"{_tex(c.id)} & {_tex(c.claim)} & {_fmt(c.value)} & [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] & {_fmt(c.p)} & {_tex(c.verdict)} \\\\"
-        for c in claims
+        f"{_tex(c.id)}" + (f" & {_tex(c.setting)}" if multi else "") +
+        f" & {_tex(c.claim)} & {_fmt(c.value)} & {_tex(_ci(c))} & {_tex(_p(c.p_adj))} & {c.n} & {_tex(c.verdict)} \\\\"
+        for c in a.claims
     ]
+    cols = "p{2.4cm}" + ("p{2cm}" if multi else "") + "p{4.6cm}rlrrl"
+    head = "Hypothesis" + (" & Setting" if multi else "") + " & Claim & Value & CI & $p$ (Holm) & Seeds & Verdict \\\\"
     return "\n".join([
         "% Generated by python -m analysis.report; needs \\usepackage{booktabs}",
         "\\begin{table}[t]", "\\centering", "\\small",
-        "\\begin{tabular}{p{1.6cm}p{5.2cm}rlrl}", "\\toprule",
-        "Hypothesis & Claim & Statistic & 95\\% CI & $p$ & Verdict \\\\", "\\midrule", *rows, "\\bottomrule",
+        f"\\begin{{tabular}}{{{cols}}}", "\\toprule", head, "\\midrule", *rows, "\\bottomrule",
         "\\end{tabular}",
-        "\\caption{Hypotheses H1--H6. Statistics, tests and notes: claims.md.}", "\\label{tab:claims}",
+        "\\caption{Hypotheses H1--H6, the seed as the unit of replication; $p$ Holm-adjusted across the table. "
+        "Statistics, tests and notes: claims.md.}", "\\label{tab:claims}",
         "\\end{table}", "",
     ])
 
 
-def build(sweep_dir: Path, out: Optional[Path] = None) -> Path:
+def build(sweep_dir: Path, out: Optional[Path] = None, opt: Optional[Options] = None) -> Path:
     from .dashboard import write_dashboard
     from .figures import all_figures
 
+    opt = opt or Options()
     df, gaps = load(sweep_dir)
     out = Path(out) if out else Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    claims, per_k = all_claims(df)
-    (out / "claims.md").write_text(claims_markdown(claims, per_k))
-    (out / "claims.tex").write_text(claims_latex(claims))
-    all_figures(df, gaps, out)
-    write_dashboard(df, claims, out / "dashboard.html", title=Path(sweep_dir).resolve().name)
+    a = analyse(df, opt)
+    (out / "claims.md").write_text(claims_markdown(a, opt))
+    (out / "claims.tex").write_text(claims_latex(a))
+    all_figures(a.data, gaps, out)
+    write_dashboard(a.data, a.claims, out / "dashboard.html", title=Path(sweep_dir).resolve().name)
     return out
 
 
@@ -121,10 +185,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path, help="a sweep (or run) directory holding results.parquet files")
     ap.add_argument("--out", type=Path, default=None, help="output directory (default: SWEEP_DIR/report)")
+    ap.add_argument("--alpha", type=float, default=Options.alpha, help="significance level for the Holm-adjusted p (default %(default)s)")
+    ap.add_argument("--flat-margin", type=float, default=Options.flat_margin,
+                    help="H6 equivalence margin: 'flat' means the latency ratio lies within 1 ± this (default %(default)s)")
+    ap.add_argument("--gap-goal", type=float, default=Options.gap_goal,
+                    help="H5a: the pre-processor's target gap (TV) must be below this (default %(default)s)")
     args = ap.parse_args(argv)
+    for name, v, ok in (("--alpha", args.alpha, 0 < args.alpha < 0.5), ("--flat-margin", args.flat_margin, 0 < args.flat_margin < 1),
+                        ("--gap-goal", args.gap_goal, 0 < args.gap_goal < 1)):
+        if not ok:
+            print(f"analysis.report: error: {name}: out of range (got {v})", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     try:
-        out = build(args.sweep_dir, args.out)
+        out = build(args.sweep_dir, args.out, Options(args.alpha, args.flat_margin, args.gap_goal))
     except ReportError as e:
         print(f"analysis.report: error: {e}", file=sys.stderr)
         return 2

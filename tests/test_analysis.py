@@ -1,11 +1,14 @@
-"""The analysis report: statistics against hand computations on tables with known effects, the
-report files, determinism, errors, and the dashboard in a real headless Chromium."""
+"""The analysis report: every statistic against an independent loop computation on tables with
+known effects, settings never pooled, collapse handling, the report files, determinism, errors,
+and the dashboard in a real headless Chromium. Calibration by simulation: tests/test_calibration.py."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -14,32 +17,26 @@ from scipy import stats as sps
 
 from analysis import stats
 from analysis.report import build, main
+from analysis.simulate import simulate
 from conftest import ROOT
-from lora_lab.eval.metrics import METRICS
-from lora_lab.stacking import IDENTITY
-
-SPACE = {"lora": "weight", "steer": "output", "prompt": "input"}
 
 
-def synthetic(slopes, seeds=(0, 1), orderings=4, n=8, noise=0.05, seed=0):
-    """A results table whose ppl ratio grows by slopes[family] per adapter (plus noise), control
-    accuracy falls by half that slope, and the bias gap drops to a floor and is restored on removal."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for fam, slope in slopes.items():
-        for s in seeds:
-            for o in range(orderings):
-                for k in range(n + 1):
-                    ppl = 1.0 + slope * k + (rng.normal(0, noise) if k else 0.0)
-                    rows.append({
-                        "run_id": f"{fam}-{s}", "world": "synthetic", "model": "tiny_gpt2", "family": fam,
-                        "space": SPACE[fam], "merge": "sum", "ordering": o, "k": k, "adapters": [f"a{i}" for i in range(k)],
-                        "seed": s, "config_hash": f"h-{fam}-{s}", "quality_ppl_ratio": ppl,
-                        "quality_fact_acc": 1.0, "bias_target_gap": 0.5 if k == 0 else 0.1 + rng.normal(0, 0.01),
-                        "bias_offtarget_drift": 0.0, "control_explicit_acc": 1.0 - slope / 2 * k / n,
-                        "diversity_entropy": 0.4, "removal_gap": 0.5,
-                    })
-    return pd.DataFrame(rows, columns=[*IDENTITY, *METRICS])
+def table(effect=0.0, h2=0.0, seeds=5, seed=0, **config):
+    """One simulated results table (lora, steer, prompt; k = 0..4; 3 orderings) whose rows carry
+    `config` fields, as a sweep's rows do."""
+    df = simulate(1, seeds=seeds, effect=effect, h2=h2, rng_seed=seed)
+    return with_config(df, **config)
+
+
+def with_config(df, **fields):
+    conf = df.config.map(json.loads)
+    conf = conf.map(lambda c: {**{k: v for k, v in c.items() if k != "sim.table"}, **fields})
+    df = df.assign(config=conf.map(lambda c: json.dumps(c, sort_keys=True)))
+    return df.assign(config_hash=df.config.map(lambda c: f"{zlib.crc32(c.encode()):08x}"))
+
+
+def claim(claims, cid, setting=""):
+    return next(c for c in claims if c.id == cid and c.setting == setting)
 
 
 def _write(df, d):
@@ -50,111 +47,250 @@ def _write(df, d):
     return d
 
 
-def _claim(claims, cid):
-    return next(c for c in claims if c.id == cid)
+# ----------------------------------------------------------------------------- oracles
 
 
-def test_planted_slope_is_detected_and_matches_a_hand_computation():
-    df = synthetic({"lora": 0.5, "steer": 1.0})
-    claims, _ = stats.all_claims(df)
-    c = _claim(claims, "H1 (lora)")
-    by_hand = []
-    for _, g in df[df.family == "lora"].groupby(["seed", "ordering"]):
-        k, y = g.k.to_numpy(float), g.quality_ppl_ratio.to_numpy()
-        by_hand.append(((k - k.mean()) * (y - y.mean())).sum() / ((k - k.mean()) ** 2).sum())
-    assert c.value == pytest.approx(np.mean(by_hand)) and c.value == pytest.approx(0.5, abs=0.02)
-    assert c.n == 8 and c.ci[0] < c.value < c.ci[1]
-    assert c.p == pytest.approx(sps.ttest_1samp(by_hand, 0, alternative="greater").pvalue)
+def per_seed_by_hand(df, family, metric, rows=lambda g: g):
+    """Independent loop: least-squares slope per (seed, ordering) curve, mean over the orderings of a seed."""
+    out = {}
+    for seed in sorted(df.seed.unique()):
+        slopes = []
+        for o in sorted(df.ordering.unique()):
+            g = rows(df[(df.family == family) & (df.seed == seed) & (df.ordering == o)]).sort_values("k")
+            slopes.append(np.polyfit(g.k.to_numpy(float), g[metric].to_numpy(float), 1)[0])
+        out[seed] = np.mean(slopes)
+    return np.array([out[s] for s in sorted(out)])
+
+
+def test_h1_is_a_t_test_over_per_seed_slopes():
+    df = table(effect=3.0)
+    a = stats.analyse(df)
+    c = claim(a.claims, "H1 (lora, sum)")
+    x = per_seed_by_hand(df, "lora", "quality_nll_delta")
+    assert c.n == 5 and c.value == pytest.approx(x.mean())
+    assert c.p == pytest.approx(sps.ttest_1samp(x, 0, alternative="greater").pvalue)
+    lo, hi = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert c.ci == pytest.approx((lo, hi))
     assert c.verdict == "supported"
-    h2 = _claim(claims, "H2")
-    assert h2.verdict == "supported" and h2.value == pytest.approx(0.5 * np.mean(range(1, 9)), abs=0.05)
-    assert _claim(claims, "H4a (steer)").verdict == "supported"
-    assert _claim(claims, "H3 (lora)").verdict == "supported"
 
 
-def test_null_table_is_not_supported_or_inconclusive():
-    df = synthetic({"lora": 0.0, "steer": 0.0})
-    claims, _ = stats.all_claims(df)
-    for cid in ("H1 (lora)", "H1 (steer)", "H2"):
-        assert _claim(claims, cid).verdict in ("not supported", "inconclusive"), cid
-    reversed_effect = synthetic({"lora": 0.5, "steer": 0.1})  # steering degrades *slower*
-    assert _claim(stats.all_claims(reversed_effect)[0], "H2").verdict == "not supported"
+def test_h2_pairs_per_seed_slopes_by_seed():
+    df = table(effect=0.2, h2=4.0)
+    a = stats.analyse(df)
+    c = claim(a.claims, "H2 (steer vs lora, sum)")
+    d = per_seed_by_hand(df, "steer", "quality_nll_delta") - per_seed_by_hand(df, "lora", "quality_nll_delta")
+    assert c.value == pytest.approx(d.mean()) and c.n == 5
+    assert c.p == pytest.approx(sps.ttest_1samp(d, 0, alternative="greater").pvalue)
+    assert c.verdict == "supported"
+    at_2 = a.per_k[a.per_k.k == 2].iloc[0]  # secondary table: the difference at k = 2, per seed
+    by_hand = [df[(df.family == f) & (df.k == 2) & (df.seed == s)].quality_nll_delta.mean() for s in range(5) for f in ("steer", "lora")]
+    diffs = np.array(by_hand[0::2]) - np.array(by_hand[1::2])
+    assert at_2["diff"] == pytest.approx(diffs.mean()) and at_2.p == pytest.approx(sps.ttest_1samp(diffs, 0, alternative="greater").pvalue)
+    assert (a.per_k.p_adj >= a.per_k.p).all()  # Holm within the table
+
+
+def test_h2_reversed_effect_is_not_supported():
+    a = stats.analyse(table(effect=4.0, h2=-3.0))  # steering degrades *slower*
+    assert claim(a.claims, "H2 (steer vs lora, sum)").verdict == "not supported"
+
+
+def test_holm_against_a_loop_implementation():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        p = rng.uniform(0, 0.2, rng.integers(1, 12))
+        p[rng.random(len(p)) < 0.2] = np.nan
+        ok = np.flatnonzero(~np.isnan(p))
+        order = sorted(ok, key=lambda i: p[i])
+        expected, running = np.full(len(p), np.nan), 0.0
+        for rank, i in enumerate(order):  # Holm (1979): step down, monotone, capped at 1
+            running = max(running, min(1.0, (len(ok) - rank) * p[i]))
+            expected[i] = running
+        np.testing.assert_allclose(stats.holm(p), expected)
+
+
+def test_tost_against_two_one_sided_t_tests():
+    x = np.array([0.02, -0.03, 0.05, 0.01, -0.01])
+    s = stats.tost_inference(pd.DataFrame({"n": [5], "mean": [x.mean()], "sd": [x.std(ddof=1)]}), -0.1, 0.1)
+    p = max(sps.ttest_1samp(x, -0.1, alternative="greater").pvalue, sps.ttest_1samp(x, 0.1, alternative="less").pvalue)
+    assert s.p[0] == pytest.approx(p)
+    assert (s.lo[0], s.hi[0]) == pytest.approx(sps.t.interval(0.90, 4, loc=x.mean(), scale=sps.sem(x)))
+
+
+def test_theil_sen_against_scipy():
+    rng = np.random.default_rng(0)
+    k = np.arange(9.0)
+    y = 2 + 0.3 * k + rng.normal(0, 0.1, (6, 9))
+    y[0, 3] = np.nan  # a missing point
+    y[1, 4] = 50.0  # an outlier: moves the line little
+    slope, intercept = stats.theil_sen(np.broadcast_to(k, y.shape), y)
+    for i in range(6):
+        ok = ~np.isnan(y[i])
+        ref = sps.theilslopes(y[i][ok], k[ok])
+        assert slope[i] == pytest.approx(ref.slope) and intercept[i] == pytest.approx(ref.intercept)
+    assert slope[1] == pytest.approx(0.3, abs=0.05)
+
+
+def test_band_is_a_t_interval_over_per_seed_means():
+    df = table(effect=0.5)
+    g = df[df.family == "lora"]
+    b = stats.band(g, "quality_nll_delta").set_index("k")
+    x = g[g.k == 3].groupby("seed").quality_nll_delta.mean().to_numpy()
+    assert b.loc[3, "mean"] == pytest.approx(x.mean()) and b.loc[3, "n"] == 5
+    assert (b.loc[3, "lo"], b.loc[3, "hi"]) == pytest.approx(sps.t.interval(0.95, 4, loc=x.mean(), scale=sps.sem(x)))
+
+
+def test_h6_latency_ratios_per_seed():
+    df = table(effect=3.0)
+    a = stats.analyse(df)
+    c = claim(a.claims, "H6 (lora unmerged, sum)")
+    logs = []
+    for s in range(5):
+        per_o = []
+        for o in range(3):
+            g = df[(df.family == "lora") & (df.seed == s) & (df.ordering == o)].sort_values("k")
+            r = sps.theilslopes(g.latency_unmerged_ms, g.k)
+            per_o.append(np.log((r.intercept + r.slope * 4) / r.intercept))
+        logs.append(np.mean(per_o))
+    assert c.value == pytest.approx(np.exp(np.mean(logs))) and c.n == 5
+    assert c.p == pytest.approx(sps.ttest_1samp(logs, 0, alternative="greater").pvalue)
+    merged = claim(a.claims, "H6 (lora merged, sum)")  # planted 1.2 - 0.06: flat within ±20%
+    assert merged.kind == "equivalence" and merged.ci_level == 0.90 and merged.verdict == "supported"
+    slow = df.assign(latency_ms=np.where(df.family == "lora", 2.0 * (1 + 0.5 * df.k), df.latency_ms))  # merged that is not free
+    assert claim(stats.analyse(slow).claims, "H6 (lora merged, sum)").verdict == "not supported"
+
+
+# ----------------------------------------------------------------------------- never a verdict from nothing
+
+
+def test_zero_spread_is_inconclusive_with_a_note_never_p_zero():
+    df = table(effect=1.0)
+    lora = df.family == "lora"
+    df.loc[lora, "quality_nll_delta"] = 0.25 * df.loc[lora, "k"]  # every seed and ordering: the same slope
+    c = claim(stats.analyse(df).claims, "H1 (lora, sum)")
+    assert np.isnan(c.p) and np.isnan(c.p_adj) and c.verdict == "inconclusive"
+    assert "zero spread" in c.note and c.value == pytest.approx(0.25)
+
+
+def test_h3_with_exact_restoration_is_labelled_an_invariant():
+    df = table(effect=1.0)
+    df["removal_gap"] = df.bias_base_gap  # the base is restored exactly: the bias returns in full
+    c = claim(stats.analyse(df).claims, "H3 (lora, sum)")
+    assert c.verdict == "inconclusive" and "invariant" in c.note and c.value == pytest.approx(1.0)
+
+
+def test_one_seed_is_inconclusive_and_nan_never_supports():
+    a = stats.analyse(table(effect=5.0, seeds=1))
+    c = claim(a.claims, "H1 (lora, sum)")
+    assert c.n == 1 and np.isnan(c.p) and c.verdict == "inconclusive" and "one seed" in c.note
+    assert all(c.verdict != "supported" for c in a.claims)
+    for p in (np.nan, 0.001):
+        c = stats.Claim("H", "", "", n=5, p=p, p_adj=p, ci=(np.nan, np.nan))
+        assert stats.decide(c, 0.05) == ("inconclusive" if np.isnan(p) else "supported")
 
 
 def test_untestable_hypotheses_say_so():
-    claims, _ = stats.all_claims(synthetic({"lora": 0.5}))
-    assert _claim(claims, "H2").verdict == "not testable" and "output-space" in _claim(claims, "H2").note
-    assert _claim(claims, "H5").verdict == "not testable"
-    h6 = _claim(claims, "H6 (lora merged)")
-    assert h6.verdict == "not testable" and "latency" in h6.note
+    df = table(effect=1.0)
+    a = stats.analyse(df[df.family == "lora"])
+    ids = {c.id: c for c in a.claims}
+    assert ids["H2"].verdict == "not testable" and "output-space" in ids["H2"].note
+    assert ids["H5a"].verdict == "not testable" and not any(c.startswith("H5b") for c in ids)
+    assert "H6 (lora merged, sum)" in ids
 
 
-def with_latency(df, seed=0):
-    """Plant H6: LoRA merged flat at 2 ms, unmerged +0.1 ms per adapter, steering hooks +0.4 ms
-    at every k >= 1; timing noise 1%."""
-    rng = np.random.default_rng(seed)
-    df = df.copy()
-    jitter = 1 + rng.normal(0, 0.01, len(df))
-    on = (df.k > 0).to_numpy()
-    df["latency_ms"] = np.where(df.family == "steer", 2.0 + 0.4 * on, 2.0) * jitter
-    df["latency_unmerged_ms"] = np.where(df.family == "lora", (2.0 + 0.1 * df.k) * jitter, np.nan)
-    return df
+# ----------------------------------------------------------------------------- settings are never pooled
 
 
-def test_h6_flat_merged_growing_unmerged_costly_hooks():
-    df = with_latency(synthetic({"lora": 0.5, "steer": 1.0}))
-    claims, _ = stats.all_claims(df)
-    merged, unmerged, hooks = (_claim(claims, f"H6 ({m})") for m in ("lora merged", "lora unmerged", "steer hooks"))
-    assert merged.verdict == "supported" and merged.value == pytest.approx(1.0, abs=0.02)
-    assert unmerged.verdict == "supported" and hooks.verdict == "supported"
-    g = df[df.family == "lora"]
-    by_hand = []  # the least-squares line through every k of a curve, at k = 8 over at k = 0
-    for _, c in g.groupby(["seed", "ordering"]):
-        k, y = c.k.to_numpy(float), c.latency_unmerged_ms.to_numpy()
-        b = ((k - k.mean()) * (y - y.mean())).sum() / ((k - k.mean()) ** 2).sum()
-        a = y.mean() - b * k.mean()
-        by_hand.append((a + 8 * b) / a)
-    assert unmerged.value == pytest.approx(np.mean(by_hand)) and unmerged.value == pytest.approx(1.4, abs=0.05)
-    assert hooks.value == pytest.approx(1.2, abs=0.02) and unmerged.n == 8
-    assert "ms per added adapter" in unmerged.note and "+0.1 ms" in unmerged.note
-    slow = df.assign(latency_ms=np.where(df.family == "lora", 2.0 + 0.2 * df.k, df.latency_ms))  # merged that is not free
-    assert _claim(stats.all_claims(slow)[0], "H6 (lora merged)").verdict == "not supported"
+def test_two_lambdas_give_two_claims_each_with_its_own_slope():
+    df = pd.concat([table(effect=2.0, seed=1, **{"compose.lam": 1.0}), table(effect=0.1, seed=2, **{"compose.lam": 0.5})],
+                   ignore_index=True)
+    a = stats.analyse(df)
+    assert a.setting_fields == ["compose.lam"]
+    h1 = {c.setting: c for c in a.claims if c.id == "H1 (lora, sum)"}
+    assert set(h1) == {"compose.lam=1.0", "compose.lam=0.5"}  # never one averaged claim
+    assert h1["compose.lam=1.0"].value == pytest.approx(2.0, abs=0.8) and h1["compose.lam=0.5"].value == pytest.approx(0.1, abs=0.8)
+    for s, c in h1.items():
+        one = df[df.config.str.contains(f'"compose.lam": {s.split("=")[1]}')]
+        assert c.value == pytest.approx(per_seed_by_hand(one, "lora", "quality_nll_delta").mean())
+    h2 = [c for c in a.claims if c.id.startswith("H2")]
+    assert len(h2) == 2 and {c.setting for c in h2} == set(h1)
+    tested = [c for c in a.claims if c.p == c.p]
+    np.testing.assert_allclose([c.p_adj for c in tested], stats.holm([c.p for c in tested]))  # Holm over the whole report
 
 
-def test_prompt_baseline_h5():
-    df = synthetic({"lora": 0.5, "prompt": 0.0}, noise=0.0)
-    df.loc[df.family == "prompt", "bias_target_gap"] = np.where(df[df.family == "prompt"].k == 0, 0.5, 0.01)
-    assert _claim(stats.all_claims(df)[0], "H5").verdict == "supported"
+def test_a_familys_own_fields_make_arms_not_settings():
+    df = pd.concat([table(effect=1.0, seed=1), table(effect=3.0, seed=2)], ignore_index=True)
+    second = df.index >= len(df) // 2
+    rank = np.where(second, 8, 4)
+    df["config"] = [json.dumps({**json.loads(c), **({"family.rank": int(r)} if f == "lora" else {})}, sort_keys=True)
+                    for c, f, r in zip(df.config, df.family, rank)]
+    df["config_hash"] = df.config + df.seed.astype(str)
+    df = df[~(second & (df.family != "lora"))]  # the second table contributes a LoRA variant only
+    a = stats.analyse(df)
+    assert a.setting_fields == []
+    ids = {c.id for c in a.claims}
+    assert {"H1 (lora [family.rank=4], sum)", "H1 (lora [family.rank=8], sum)"} <= ids
+    assert {"H2 (steer vs lora [family.rank=4], sum)", "H2 (steer vs lora [family.rank=8], sum)"} <= ids
 
 
-def test_bootstrap_ci_is_deterministic_and_covers_the_mean():
-    x = np.random.default_rng(1).normal(3.0, 1.0, 50)
-    a, b = stats.bootstrap_ci(x), stats.bootstrap_ci(x)
-    assert a == b and a[0] < x.mean() < a[1]
-    se = x.std(ddof=1) / np.sqrt(len(x))
-    assert a[1] - a[0] == pytest.approx(2 * 1.96 * se, rel=0.15)
+# ----------------------------------------------------------------------------- collapse
+
+
+def test_collapsed_rows_are_left_out_of_bias_claims_and_bound_h2():
+    df = table(effect=1.0, h2=1.0)
+    steer_high = (df.family == "steer") & (df.k >= 3)
+    df.loc[steer_high, "collapsed"] = True
+    df.loc[steer_high, "control_explicit_acc"] = -100.0  # garbage: a collapsed model's renormalised answers
+    a = stats.analyse(df)
+    h4 = claim(a.claims, "H4a (steer, sum)")
+    x = per_seed_by_hand(df, "steer", "control_explicit_acc", rows=lambda g: g[~g.collapsed])
+    assert h4.value == pytest.approx(x.mean())  # the garbage rows are not in it
+    h2 = claim(a.claims, "H2 (steer vs lora, sum)")
+    assert "k = 0..2" in h2.statistic and "k > 2 left out" in h2.note
+    cut = df[df.k <= 2]
+    d = per_seed_by_hand(cut, "steer", "quality_nll_delta") - per_seed_by_hand(cut, "lora", "quality_nll_delta")
+    assert h2.value == pytest.approx(d.mean())
+    t = a.collapsed.set_index("arm")
+    assert t.loc["steer", "collapsed"] == steer_high.sum() and t.loc["steer", "first_collapsed_k"] == 3
+
+
+# ----------------------------------------------------------------------------- the report
 
 
 def test_report_files_deterministic_and_deduplicated(tmp_path):
-    d = _write(with_latency(synthetic({"lora": 0.5, "steer": 1.0, "prompt": 0.0})), tmp_path / "sweep")
+    df = table(effect=3.0, h2=0.5)
+    d = _write(df, tmp_path / "sweep")
     out = build(d)
     pdfs, pngs = sorted(out.glob("fig_*.pdf")), sorted(out.glob("fig_*.png"))
-    assert len(pdfs) == len(pngs) == len(METRICS) + 1  # + fig_latency; one merge per family: no merge figures
-    assert (out / "fig_latency.pdf").exists()
+    assert len(pdfs) == len(pngs) and (out / "fig_latency.pdf").exists() and (out / "fig_quality_nll_delta.pdf").exists()
     md = (out / "claims.md").read_text()
-    assert "| H1 (lora) |" in md and "| H6 (lora merged) |" in md and "| H6 (prompt rewrite) |" in md
+    assert "| H1 (lora, sum) |" in md and "| H6 (lora merged, sum) |" in md and "p (Holm)" in md
+    assert "All rows share one setting" in md and "## H2 at each k" in md
+    assert re.search(r"\| H1 \(lora, sum\) \|.*\| 5 \| supported \|", md)  # n = 5 seeds, not 15 curves or 30 rows
     assert "\\begin{tabular}" in (out / "claims.tex").read_text()
     first = {p.name: p.read_bytes() for p in [out / "claims.md", out / "claims.tex", out / "dashboard.html", *pdfs]}
     build(d)
     assert all((out / n).read_bytes() == b for n, b in first.items())
-    assert "n | verdict" in md and re.search(r"\| 8 \| supported", md)  # 8 curves, not 16: no double count
+
+
+def test_report_with_settings_has_a_setting_column_and_wider_figures(tmp_path):
+    df = pd.concat([table(effect=2.0, seed=1, **{"compose.lam": 1.0}), table(effect=0.1, seed=2, **{"compose.lam": 0.5})],
+                   ignore_index=True)
+    one = build(_write(table(effect=1.0), tmp_path / "one"))
+    two = build(_write(df, tmp_path / "two"))
+    md = (two / "claims.md").read_text()
+    assert "Rows differ in `compose.lam`" in md and "| id | setting |" in md
+    assert md.count("| H1 (lora, sum) | compose.lam=") == 2
+    from PIL import Image  # matplotlib's own dependency
+    w1, w2 = (Image.open(p / "fig_quality_nll_delta.png").size[0] for p in (one, two))
+    assert w2 > 1.6 * w1  # one panel per setting
 
 
 @pytest.mark.parametrize("setup,needle", [
     (lambda d: None, "no such directory"),
     (lambda d: d.mkdir(), "no results.parquet found"),
-    (lambda d: (d.mkdir(), synthetic({"lora": 0.1}).iloc[:0].to_parquet(d / "results.parquet")), "empty"),
+    (lambda d: (d.mkdir(), table().iloc[:0].to_parquet(d / "results.parquet")), "empty"),
     (lambda d: (d.mkdir(), (d / "results.parquet").write_bytes(b"PAR1garbage")), "cannot read results"),
+    (lambda d: (d.mkdir(), table().drop(columns="config").to_parquet(d / "results.parquet")), "rerun the sweep"),
 ])
 def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, setup, needle):
     d = tmp_path / "sweep"
@@ -164,11 +300,25 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, setup, needle):
     assert len(err) == 1 and err[0].startswith("analysis.report: error:") and needle in err[0]
 
 
-def test_cli_runs_as_a_module(tmp_path):
-    d = _write(synthetic({"lora": 0.5}), tmp_path / "sweep")
-    r = subprocess.run([sys.executable, "-m", "analysis.report", str(d)], cwd=ROOT, capture_output=True, text=True)
+def test_bad_option_is_one_line(tmp_path, capsys):
+    d = _write(table(), tmp_path / "sweep")
+    assert main([str(d), "--alpha", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "analysis.report: error: --alpha: out of range (got 1.5)"
+
+
+def test_cli_runs_as_a_module_with_options(tmp_path):
+    d = _write(table(effect=1.0), tmp_path / "sweep")
+    r = subprocess.run([sys.executable, "-m", "analysis.report", str(d), "--flat-margin", "0.01"], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "dashboard.html" in r.stdout and (d / "report" / "dashboard.html").exists()
+    assert "margin ×[0.99, 1.01]" in (d / "report" / "claims.md").read_text()
+
+
+def test_the_report_imports_no_torch():
+    code = "import sys, analysis.report, analysis.figures, analysis.dashboard; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -194,19 +344,30 @@ def test_console_errors_are_detectable(tmp_path):
 
 
 def test_dashboard_in_headless_chromium(tmp_path):
-    d = _write(synthetic({"lora": 0.5, "steer": 1.0, "prompt": 0.0}), tmp_path / "sweep")
-    page = build(d) / "dashboard.html"
+    df = pd.concat([table(effect=1.0, seed=1, **{"compose.lam": 1.0}), table(effect=0.1, seed=2, **{"compose.lam": 0.5})],
+                   ignore_index=True)
+    df.loc[(df.family == "steer") & (df.k >= 3) & df.config.str.contains('"compose.lam": 0.5'), "collapsed"] = True  # shown first
+    page = build(_write(df, tmp_path / "sweep")) / "dashboard.html"
     r = _chromium(tmp_path, "--dump-dom", page.as_uri())
     assert r.returncode == 0
     assert "CONSOLE" not in r.stderr, [line for line in r.stderr.splitlines() if "CONSOLE" in line]
     dom = r.stdout
-    assert dom.count('class="mean-curve"') == 3  # one mean curve per family (all filters on)
-    assert dom.count('class="curve"') == 3 * 2 * 4  # every (family, seed, ordering) curve
-    assert dom.count("<polyline") == 3 + 24
-    assert 'id="claims"' in dom and "H1 (lora)" in dom and "supported" in dom
-    assert re.search(r"<option value=\"quality_ppl_ratio\"", dom)
+    assert dom.count('class="mean-curve"') == 3  # one mean curve per family, in the one setting shown
+    assert dom.count('class="curve"') == 3 * 5 * 3  # every (family, seed, ordering) curve of that setting
+    assert dom.count('class="band"') == 3  # a band across seeds per family
+    assert dom.count("<option value=\"compose.lam=") == 2  # the setting selector, one setting at a time
+    assert 'id="claims"' in dom and "H1 (lora, sum)" in dom and "supported" in dom and "p (Holm)" in dom
+    assert re.search(r"<option value=\"quality_nll_delta\"", dom)
+    assert 'class="point collapsed"' in dom  # collapsed rows drawn open
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shot = artifacts / "dashboard.png"
     r = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1400", page.as_uri())
     assert r.returncode == 0 and shot.stat().st_size > 10_000
+
+
+def test_h2_with_no_k_range_before_collapse_is_not_testable():
+    df = table(effect=1.0, h2=1.0)
+    df.loc[(df.family == "steer") & (df.k >= 1), "collapsed"] = True
+    c = claim(stats.analyse(df).claims, "H2 (steer vs lora, sum)")
+    assert c.verdict == "not testable" and "collapsed rows at k = 1" in c.note
