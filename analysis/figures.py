@@ -28,7 +28,7 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 FAMILY_LABEL = {"lora": "LoRA merged (weight)", "steer": "steering (output)", "prompt": "prompt rewrite (input)"}
 FAMILY_COLOR = {"lora": OKABE_ITO[0], "steer": OKABE_ITO[1], "prompt": OKABE_ITO[2]}
 LINESTYLES = ["-", "--", ":", "-."]
-LATENCY_COLUMNS = tuple(sorted({column for _, _, column, _, _ in LATENCY_MODES}))
+LATENCY_COLUMNS = tuple(sorted({c for mode in LATENCY_MODES for c in mode[2:4]}))
 REFERENCE_COLUMNS = ("bias_base_gap",)  # the base's own numbers beside a row's: no figure of their own
 
 # metric -> (axis label with unit, figure title); a world's own columns fall back to their names
@@ -45,7 +45,9 @@ METRIC_LABEL = {
     "removal_gap": ("TV distance to target", "Bias gap after removal"),
     "axis_mass": ("probability on the axis values", "Attribute answers (collapse below the threshold)"),
     "latency_ms": ("latency (ms per batch)", "Forward latency as deployed"),
+    "latency_base_ms": ("latency (ms per batch)", "Forward latency of the bare base, paired"),
     "latency_unmerged_ms": ("latency (ms per batch)", "Forward latency, LoRA unmerged (PEFT)"),
+    "latency_unmerged_base_ms": ("latency (ms per batch)", "Forward latency, PEFT with adapters off, paired"),
 }
 K_LABEL = "adapters stacked, k"
 
@@ -239,21 +241,23 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
 
 
 def latency_figure(df: pd.DataFrame, out: Path) -> List[Path]:
-    """H6: forward latency vs k per inference mode, each family at its primary merge; one panel per setting."""
+    """H6: each inference mode's latency ÷ its paired base timing vs k, each family at its primary
+    merge, mean over seeds with a 95% band; one panel per setting."""
     settings = _settings(df)
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
         for n, (setting, ax) in enumerate(zip(settings, axes.flat)):
             d = df[df.setting == setting]
-            for (mode, fam, column, _, _), color, marker in zip(LATENCY_MODES, OKABE_ITO, ("o", "s", "^", "D")):
+            for (mode, fam, column, reference, *_), color, marker in zip(LATENCY_MODES, OKABE_ITO, ("o", "s", "^", "D")):
                 g = d[d.family == fam]
-                if g.empty or column not in g or g[column].isna().all():
+                if g.empty or any(c not in g or g[c].isna().all() for c in (column, reference)):
                     continue
-                b = band(g[g["merge"] == primary_merge(g)].assign(collapsed=False), column)
+                g = g[g["merge"] == primary_merge(g)]
+                b = band(g.assign(collapsed=False, _ratio=g[column] / g[reference]), "_ratio")
                 _line_with_band(ax, b, color, mode, marker=marker)
-            ax.set(xlabel=K_LABEL, ylabel=METRIC_LABEL["latency_ms"][0])
+            ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
+            ax.set(xlabel=K_LABEL, ylabel="latency ÷ paired base (×)")
             _panel_title(ax, setting, "Inference cost per mode")
-            ax.set_ylim(bottom=0)
             ax.xaxis.get_major_locator().set_params(integer=True)
             if n == 0:
                 _legend_below(ax, ncol=2)

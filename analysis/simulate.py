@@ -82,7 +82,7 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
         lat = _latency(rng, fam, (t, s, o, K), ks, effect, seed_sd, point_sd, opt)
         cols = {
             "quality_nll_delta": q, "bias_target_gap": gap, "control_explicit_acc": control,
-            "diversity_entropy": diversity, "removal_gap": removal, "bias_base_gap": base, "latency_ms": lat[0], "latency_unmerged_ms": lat[1],
+            "diversity_entropy": diversity, "removal_gap": removal, "bias_base_gap": base, **lat,
         }
         ti, si, oi, ki = np.meshgrid(np.arange(t), np.arange(s), np.arange(o), ks, indexing="ij")
         frame = pd.DataFrame({k: v.reshape(-1) for k, v in cols.items()})
@@ -103,21 +103,27 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
     return df
 
 
-def _latency(rng, fam, shape, ks, effect, seed_sd, point_sd, opt):
-    """(latency_ms, latency_unmerged_ms) in ms around 2 ms; ratios planted on the log scale."""
+def _latency(rng, fam, shape, ks, effect, seed_sd, point_sd, opt) -> Dict[str, np.ndarray]:
+    """Latency columns in ms around 2 ms: each timing and its paired base reference share a
+    contention factor (another job slowing both windows), then get noise of their own. Ratios are
+    planted on the log scale, growing log-linearly in k ("flat", "grows") or as a step ("costs")."""
     t, s, o, K = shape
     frac = np.asarray(ks, dtype=float) / max(ks)
-    u = rng.normal(0, 0.02 * seed_sd, (t, s, 1, 1))
-    noise = np.exp(rng.normal(0, 0.02 * point_sd, shape))
+    contention = np.exp(np.abs(rng.normal(0, 0.2 * point_sd, shape)))  # up to ×1.5 or so, both windows alike
+
+    def timing():
+        return 2.0 * contention * np.exp(rng.normal(0, 0.02 * point_sd, shape))
+
     nan = np.full(shape, np.nan)
+    u = rng.normal(0, 0.02 * seed_sd, (t, s, 1, 1))
     if fam == "lora":
-        merged_ratio = np.exp(np.log(1 + opt.flat_margin) - 0.02 * effect + u)
-        merged = 2.0 * (1 + (merged_ratio - 1) * frac) * noise
-        unmerged_ratio = np.exp(0.02 * effect + rng.normal(0, 0.02 * seed_sd, (t, s, 1, 1)))
-        unmerged = 2.0 * (1 + (unmerged_ratio - 1) * frac) * noise
-        return merged, unmerged
-    ratio = np.exp(0.02 * effect + u)
-    return 2.0 * np.where(np.asarray(ks) == 0, 1.0, ratio) * noise, nan
+        merged = np.log(1 + opt.flat_margin) - 0.02 * effect + u
+        unmerged = 0.02 * effect + rng.normal(0, 0.02 * seed_sd, (t, s, 1, 1))
+        return {"latency_ms": timing() * np.exp(merged * frac), "latency_base_ms": timing(),
+                "latency_unmerged_ms": timing() * np.exp(unmerged * frac), "latency_unmerged_base_ms": timing()}
+    step = np.where(np.asarray(ks) == 0, 0.0, 0.02 * effect + u)
+    return {"latency_ms": timing() * np.exp(step), "latency_base_ms": timing(), "latency_unmerged_ms": nan,
+            "latency_unmerged_base_ms": nan}
 
 
 def truth(effect: float, h2: float, n: int, opt: Options) -> Dict[str, float]:

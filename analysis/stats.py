@@ -44,13 +44,15 @@ TRAINED = ("weight", "output")  # spaces of the families that are trained and co
 ATTRIBUTE_METRICS = ("bias_target_gap", "bias_offtarget_drift", "control_explicit_acc", "diversity_entropy")
 # Task quality, in order of preference: (column, the sign that turns it into a loss, unit).
 QUALITY = (("quality_nll_delta", +1, "nats/token"), ("seat_similarity_spearman", -1, "Spearman rho"))
-# Inference modes (name, family, results column, expectation, claim). "flat": no cost whatever k
-# (equivalence); "grows": cost rising with k; "costs": slower than the bare base at k >= 1.
+# Inference modes (name, family, results column, its paired reference column, expectation, claim).
+# "flat": no cost whatever k (equivalence); "grows": cost rising with k; "costs": slower than the
+# bare base at k >= 1.
 LATENCY_MODES = (
-    ("lora merged", "lora", "latency_ms", "flat", "merged weights cost no inference time"),
-    ("lora unmerged", "lora", "latency_unmerged_ms", "grows", "unmerged adapters cost inference time, growing with k"),
-    ("steer hooks", "steer", "latency_ms", "costs", "steering hooks cost inference time"),
-    ("prompt rewrite", "prompt", "latency_ms", "costs", "the prompt pre-processor costs inference time"),
+    ("lora merged", "lora", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time"),
+    ("lora unmerged", "lora", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
+     "unmerged adapters cost inference time, growing with k"),
+    ("steer hooks", "steer", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time"),
+    ("prompt rewrite", "prompt", "latency_ms", "latency_base_ms", "costs", "the prompt pre-processor costs inference time"),
 )
 
 
@@ -409,63 +411,62 @@ def theil_sen(k: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return slope, intercept
 
 
-def latency_curves(g: pd.DataFrame, column: str, keys: Sequence[str]) -> pd.DataFrame:
-    """Per timed curve (from k = 0, two or more k): latency at k = 0 and at the largest k (ms), the
-    Theil-Sen slope (ms per adapter), `fit_ratio` (the Theil-Sen line at the largest k ÷ at k = 0:
-    for "flat" and "grows") and `step_ratio` (the median over k >= 1 ÷ k = 0: for a cost that does
-    not depend on k). Robust estimates, because a timing is a wall-clock window that a concurrent
-    job can slow down."""
-    cols = [*keys, *CURVE, "base_ms", "top_ms", "k_max", "slope_ms", "fit_ratio", "step_ratio"]
-    d = g.dropna(subset=[column])
+def latency_curves(g: pd.DataFrame, column: str, reference: str, keys: Sequence[str]) -> pd.DataFrame:
+    """Per timed curve (two or more k, from k = 0): the log ratio of each timing to its paired
+    reference (the base timed right after it), and from those `fit` (the Theil-Sen line of the log
+    ratios against k, at the largest k: for "flat" and "grows") and `step` (their median over
+    k >= 1: for a cost that does not depend on k); plus the median ms of the mode and of its
+    reference at the largest k, for the note. Robust estimates, because a timing is a wall-clock
+    window that a concurrent job can slow down."""
+    cols = [*keys, *CURVE, "k_max", "fit", "step", "top_ms", "ref_ms"]
+    d = g.dropna(subset=[column, reference])
     d = d[d.groupby([*keys, *CURVE]).k.transform("min") == 0]
     if d.empty:
         return pd.DataFrame(columns=cols)
-    wide = d.pivot_table(index=[*keys, *CURVE], columns="k", values=column, aggfunc="mean")
+    d = d.assign(_r=np.log(d[column].astype(float)) - np.log(d[reference].astype(float)))
+    wide = d.pivot_table(index=[*keys, *CURVE], columns="k", values="_r", aggfunc="mean")
     wide = wide[wide.notna().sum(axis=1) >= 2]
     if wide.empty:
         return pd.DataFrame(columns=cols)
-    y = wide.to_numpy(float)
-    k = np.broadcast_to(wide.columns.to_numpy(float), y.shape)
-    slope, intercept = theil_sen(k, y)
-    k_max = np.nanmax(np.where(np.isnan(y), NAN, k), axis=1)
-    top = y[np.arange(len(y)), np.nanargmax(np.where(np.isnan(y), -1, k), axis=1)]
+    r = wide.to_numpy(float)
+    k = np.broadcast_to(wide.columns.to_numpy(float), r.shape)
+    slope, intercept = theil_sen(k, r)
+    k_max = np.nanmax(np.where(np.isnan(r), NAN, k), axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        after = np.nanmedian(y[:, 1:], axis=1)
+        step = np.nanmedian(r[:, 1:], axis=1)
     out = wide.index.to_frame(index=False)
-    out["base_ms"], out["top_ms"], out["k_max"], out["slope_ms"] = y[:, 0], top, k_max.astype(int), slope
-    out["fit_ratio"] = (intercept + slope * k_max) / intercept
-    out["step_ratio"] = after / y[:, 0]
+    out["k_max"], out["fit"], out["step"] = k_max.astype(int), intercept + slope * k_max, step
+    top = d[d.k == d.groupby([*keys, *CURVE]).k.transform("max")].groupby([*keys, *CURVE])[[column, reference]].mean()
+    out = out.join(top.rename(columns={column: "top_ms", reference: "ref_ms"}), on=[*keys, *CURVE])
     return out[cols]
 
 
 def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
-    """Per inference mode: latency with k adapters ÷ the bare base, per seed (on the log scale:
-    timing noise is multiplicative), across seeds."""
+    """Per inference mode: latency with k adapters ÷ its paired bare-base reference, as a log ratio
+    per curve (timing noise is multiplicative), averaged over a seed's timed curves, across seeds."""
     out = []
     keys = ["setting", "arm", "merge"]
-    for mode, fam, column, expect, claim in LATENCY_MODES:
+    for mode, fam, column, reference, expect, claim in LATENCY_MODES:
         g = df[df.family == fam]
         if g.empty:
             continue
-        if column not in g.columns or g[column].isna().all():
+        if any(c not in g.columns or g[c].isna().all() for c in (column, reference)):
             out.append(Claim(f"H6 ({mode})", claim, "latency ratio", hypothesis="H6",
                              note="latency not measured (results without latency columns, or latency.enabled=false)"))
             continue
-        lc = latency_curves(g, column, keys)
-        ratio = lc.step_ratio if expect == "costs" else lc.fit_ratio
-        lc = lc.assign(value=np.log(ratio.astype(float)))
+        lc = latency_curves(g, column, reference, keys)
+        lc = lc.assign(value=lc.step if expect == "costs" else lc.fit)
         summary = seed_summary(per_seed(lc[[*keys, *CURVE, "value"]], keys), keys)
         bounds = (math.log(1 - opt.flat_margin), math.log(1 + opt.flat_margin))
         if expect == "flat":
             s = tost_inference(summary, *bounds, level=1 - 2 * opt.alpha)
         else:
             s = t_inference(summary, "greater")
-        ms = lc.groupby(keys).agg(base=("base_ms", "median"), top=("top_ms", "median"), k_max=("k_max", "max"),
-                                  slope=("slope_ms", "mean")).reset_index()
+        ms = lc.groupby(keys).agg(top=("top_ms", "median"), ref=("ref_ms", "median"), k_max=("k_max", "max")).reset_index()
         s = s.merge(ms, on=keys, how="left")
-        stat = ("latency at k >= 1 (median) ÷ at k = 0 (×), geometric mean over seeds" if expect == "costs" else
-                "latency at the largest k ÷ at k = 0 (×), per-curve Theil-Sen line, geometric mean over seeds")
+        stat = ("latency ÷ its paired base timing, median over k >= 1 (×), geometric mean over seeds" if expect == "costs" else
+                "latency ÷ its paired base timing at the largest k (×), per-curve Theil-Sen line over k, geometric mean over seeds")
         test = (f"equivalence (TOST) on per-seed log ratios, margin ×[{1 - opt.flat_margin:g}, {1 + opt.flat_margin:g}]"
                 if expect == "flat" else "one-sided t-test over seeds on per-seed log ratios (> 0)")
 
@@ -474,10 +475,9 @@ def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
                          kind="equivalence" if expect == "flat" else "greater",
                          ci_level=1 - 2 * opt.alpha if expect == "flat" else 0.95,
                          bounds=(1 - opt.flat_margin, 1 + opt.flat_margin) if expect == "flat" else (NAN, NAN), null=1.0,
-                         note=f"{r.base:.3g} ms at k = 0 -> {r.top:.3g} ms at k = {int(r.k_max)} (medians over timed curves); "
-                              f"slope {r.slope:+.3g} ms per added adapter")
+                         note=f"at k = {int(r.k_max)}: {r.top:.3g} ms, paired base {r.ref:.3g} ms (medians over timed curves)")
 
-        for c, r in zip(_claims(s, make), s.itertuples(index=False)):
+        for c in _claims(s, make):
             c.value, c.ci = math.exp(c.value), (math.exp(c.ci[0]), math.exp(c.ci[1]))  # back to ratios
             out.append(c)
     return out

@@ -11,6 +11,12 @@ Modes (the results columns they fill):
   vectors added by hooks, prompts rewritten by the pre-processor; k = 0 is the bare base model.
 - `latency_unmerged_ms` (LoRA only): the same k adapters active but unmerged in PEFT, each layer
   computing W0 x + Σ_i s_i B_i A_i x.
+
+Each has a paired reference timed right after it: `latency_base_ms`, the bare base (the
+composition removed), and `latency_unmerged_base_ms`, the PEFT-wrapped model with its adapters
+switched off. Another job on the machine (the default sweep runs jobs in parallel) can slow a
+timing window twofold; it slows the adjacent reference window alike, so the per-row ratio keeps
+what the mode costs and drops what the machine was doing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 
 from .eval.batch import encode, position_limit
 
-LATENCY = ("latency_ms", "latency_unmerged_ms")
+LATENCY = ("latency_ms", "latency_base_ms", "latency_unmerged_ms", "latency_unmerged_base_ms")
 
 
 def fixed_batch(texts: Sequence[str], n: int) -> List[str]:

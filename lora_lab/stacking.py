@@ -67,8 +67,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     texts = fixed_batch(task.latency_texts(), lat.batch_size)
     nan = float("nan")
 
-    def latency(rewrite=None) -> float:
-        return forward_ms(model, tok, texts, lat, rewrite, settle=not rows) if timed else nan
+    def latency(rewrite=None, settle=False) -> float:
+        return forward_ms(model, tok, texts, lat, rewrite, settle=settle) if timed else nan
 
     rows = []
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
@@ -79,7 +79,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         included = [adapters[i].target for i in order[:k]]
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
-            ms = latency()
+            ms = latency(settle=True)
         elif family.space == "input":
             metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
             ms = latency(task.rewriter(included, c.seed))
@@ -89,16 +89,23 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
                 ms = latency()
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
+        # The bare base, timed right after: each timing's paired reference (see latency.py).
+        base_ms = latency()
+        lora = family.name == "lora"
         rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
                      "collapsed": bool(metrics["axis_mass"] < c.eval.collapse_mass),  # NaN (not measured): False
-                     "latency_ms": ms, "latency_unmerged_ms": ms if k == 0 and family.name == "lora" else nan,
-                     TARGET_GAPS: gaps})
+                     "latency_ms": ms, "latency_base_ms": base_ms, "latency_unmerged_ms": ms if k == 0 and lora else nan,
+                     "latency_unmerged_base_ms": base_ms if k == 0 and lora else nan, TARGET_GAPS: gaps})
     if family.name == "lora" and timed and max(ks) > 0:
-        # Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k.
+        # Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k; the
+        # paired reference is the same wrapped model with every adapter switched off.
         with unmerged(model, [adapters[i] for i in order[: max(ks)]]) as activate:
             composed = [row for row in rows if row["k"] > 0]
             for i, row in enumerate(composed):
-                row["latency_unmerged_ms"] = forward_ms(activate(row["k"]), tok, texts, lat, settle=i == 0)
+                pm = activate(row["k"])
+                row["latency_unmerged_ms"] = forward_ms(pm, tok, texts, lat, settle=i == 0)
+                with pm.disable_adapter():
+                    row["latency_unmerged_base_ms"] = forward_ms(pm, tok, texts, lat)
     return rows
 
 

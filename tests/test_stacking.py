@@ -61,6 +61,8 @@ def test_results_table_schema_and_nesting(tmp_path):
     assert (timed.latency_ms > 0).all() and on_disk[on_disk.ordering > 0][list(LATENCY)].isna().all().all()
     assert (timed.latency_unmerged_ms > 0).all()  # lora: PEFT unmerged; k = 0 is the bare base
     assert (timed[timed.k == 0].latency_unmerged_ms == timed[timed.k == 0].latency_ms).all()
+    assert (timed[list(LATENCY)] > 0).all().all()  # each timing with its paired reference
+    assert (timed[timed.k == 0].latency_unmerged_base_ms == timed[timed.k == 0].latency_base_ms).all()
     assert all(on_disk[m].dtype == np.float64 for m in METRICS)
     assert on_disk.collapsed.dtype == bool
     np.testing.assert_allclose(on_disk.quality_ppl_ratio, np.exp(on_disk.quality_nll_delta))
