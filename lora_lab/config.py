@@ -404,8 +404,8 @@ class LatencyConfig:
 
     enabled: bool = True
     batch_size: int = 32  # prompts per forward pass
-    warmup: int = 5  # untimed passes first (allocator, caches)
-    repeats: int = 30  # timed passes; the median is reported
+    warmup: int = 3  # untimed passes first (allocator, caches)
+    repeats: int = 20  # timed passes; the median is reported (each timing also has a paired base timing)
     # CPU intra-op threads while timing; 0 = torch's default. One thread leaves the other cores to
     # background work, which halves run-to-run variation on a 2-core machine (measured).
     threads: int = 1
