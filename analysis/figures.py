@@ -50,6 +50,9 @@ METRIC_LABEL = {
     "latency_unmerged_base_ms": ("latency (ms per batch)", "Forward latency, PEFT with adapters off, paired"),
 }
 K_LABEL = "adapters stacked, k"
+# Metrics that live in [0, 1]: a t band over few seeds can reach past the ends; it is clipped there.
+UNIT_INTERVAL = ("quality_fact_acc", "bias_target_gap", "bias_offtarget_drift", "control_explicit_acc",
+                 "diversity_entropy", "removal_gap", "axis_mass")
 
 STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -144,6 +147,8 @@ def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric in ATTRIBUTE_METRICS:  # still mark the k where rows were left out
         coll = g.groupby("k").collapsed.sum()
         b["collapsed"] = b.k.map(coll).fillna(0).astype(int)
+    if metric in UNIT_INTERVAL:
+        b["lo"], b["hi"] = b.lo.astype(float).clip(0, 1), b.hi.astype(float).clip(0, 1)
     return b
 
 
