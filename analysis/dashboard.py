@@ -126,10 +126,12 @@ function draw() {
   const curves = new Map();  // family|merge -> [[k, mean over seeds, lo, hi, seeds]]
   for (const [key, mk] of perSeed) {
     curves.set(key, [...mk.entries()].sort((a, b) => a[0] - b[0]).map(([k, bySeed]) => {
-      const v = [...bySeed.values()].map(mean), n = v.length, mu = mean(v);
+      // ratios (log axis) are averaged on the log scale: geometric means, as in the figures
+      const v = [...bySeed.values()].map(a => logy ? mean(a.map(Math.log)) : mean(a)), n = v.length, mu = mean(v);
       const sd = n > 1 ? Math.sqrt(v.reduce((s, u) => s + (u - mu) ** 2, 0) / (n - 1)) : 0;
       const h = n > 1 ? t975(n - 1) * sd / Math.sqrt(n) : 0;
-      return [k, mu, mu - h, mu + h, n];
+      const back = u => logy ? Math.exp(u) : u;
+      return [k, back(mu), back(mu - h), back(mu + h), n];
     }));
   }
   const showCurves = document.getElementById("show-curves").checked, showBand = document.getElementById("show-band").checked;

@@ -140,9 +140,20 @@ def metric_columns(df: pd.DataFrame) -> List[str]:
     return [c for c in df.columns if not c.startswith("_") and pd.api.types.is_float_dtype(df[c]) and df[c].notna().any()]
 
 
+def geometric_band(g: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`stats.band` of a ratio on the log scale, back as ratios: geometric means across seeds."""
+    b = band(g.assign(_log=np.log(g[column].astype(float))), "_log")
+    for c in ("mean", "lo", "hi"):
+        b[c] = np.exp(b[c].astype(float))
+    return b
+
+
 def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
     """`stats.band`; attribute metrics leave collapsed rows out (their renormalised distributions
-    mean nothing) but still mark the k where that happened."""
+    mean nothing) but still mark the k where that happened; perplexity ratios are averaged on the
+    log scale (a ratio of ×90 in one seed must not swamp the rest)."""
+    if metric == "quality_ppl_ratio":
+        return geometric_band(g, metric)
     b = band(g[~g.collapsed] if metric in ATTRIBUTE_METRICS else g, metric)
     if metric in ATTRIBUTE_METRICS:  # still mark the k where rows were left out
         coll = g.groupby("k").collapsed.sum()
@@ -218,6 +229,10 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is deterministic
     ids = df.drop_duplicates("config_hash").set_index("config_hash")[["setting", "arm"]]
     gaps = gaps.join(ids, on="config_hash").dropna(subset=["setting"])
+    # a collapsed composition's per-target gaps are renormalised noise: left out, as in the claims
+    row = ["config_hash", "merge", "ordering", "k"]
+    gaps = gaps.join(df.drop_duplicates(row).set_index(row).collapsed, on=row)
+    gaps = gaps[~gaps.collapsed.fillna(False).astype(bool)]
     settings = sorted(gaps.setting.unique())
     styles = arm_style(gaps.arm.unique())
     with plt.rc_context(STYLE):
@@ -246,20 +261,22 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
 
 
 def latency_figure(df: pd.DataFrame, out: Path) -> List[Path]:
-    """H6: each inference mode's latency ÷ its paired base timing vs k, each family at its primary
-    merge, mean over seeds with a 95% band; one panel per setting."""
+    """H6: each inference mode's latency ÷ its paired base timing vs k, each family (arm) at its
+    primary merge, geometric mean over seeds with a 95% band; one panel per setting."""
     settings = _settings(df)
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
         for n, (setting, ax) in enumerate(zip(settings, axes.flat)):
             d = df[df.setting == setting]
-            for (mode, fam, column, reference, *_), color, marker in zip(LATENCY_MODES, OKABE_ITO, ("o", "s", "^", "D")):
-                g = d[d.family == fam]
-                if g.empty or any(c not in g or g[c].isna().all() for c in (column, reference)):
+            lines = [(mode, fam, column, reference, arm) for mode, fam, column, reference, *_ in LATENCY_MODES
+                     for arm in arm_order(d[d.family == fam].arm.unique())]
+            for (mode, fam, column, reference, arm), color, marker in zip(lines, OKABE_ITO * 2, ("o", "s", "^", "D") * 4):
+                g = d[d.arm == arm]
+                if any(c not in g or g[c].isna().all() for c in (column, reference)):
                     continue
                 g = g[g["merge"] == primary_merge(g)]
-                b = band(g.assign(collapsed=False, _ratio=g[column] / g[reference]), "_ratio")
-                _line_with_band(ax, b, color, mode, marker=marker)
+                b = geometric_band(g.assign(collapsed=False, _ratio=g[column] / g[reference]), "_ratio")
+                _line_with_band(ax, b, color, mode.replace(fam, arm, 1), marker=marker)
             ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
             ax.set(xlabel=K_LABEL, ylabel="latency ÷ paired base (×)")
             _panel_title(ax, setting, "Inference cost per mode")

@@ -136,7 +136,7 @@ def truth(effect: float, h2: float, n: int, opt: Options) -> Dict[str, float]:
         "H5a (prompt)": opt.gap_goal - 0.01 * effect,
         "H5b (prompt vs lora, sum)": effect * mean_k, "H5b (prompt vs steer, sum)": (effect + h2) * mean_k,
         "H6 (lora merged, sum)": float(np.exp(np.log(1 + opt.flat_margin) - 0.02 * effect)),
-        "H6 (lora unmerged, sum)": float(np.exp(0.02 * effect)),
+        "H6 (lora unmerged, sum)": float(np.exp(0.02 * effect * (n - 1) / n)),  # the rise from k = 1 to n
         "H6 (steer hooks, sum)": float(np.exp(0.02 * effect)), "H6 (prompt rewrite, sum)": float(np.exp(0.02 * effect)),
     }
 

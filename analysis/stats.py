@@ -168,8 +168,10 @@ def decide(c: Claim, alpha: float) -> str:
     """The verdict from the adjusted p and the CI (see the module docstring)."""
     if c.n == 0:
         return "not testable"
+    if math.isnan(c.p) or math.isnan(c.p_adj):
+        return "inconclusive"  # one seed or no spread: no test, so no verdict either way
     lo, hi = c.ci
-    if not math.isnan(c.p_adj) and c.p_adj < alpha:
+    if c.p_adj < alpha:
         return "supported"
     if c.kind == "equivalence":
         if lo > c.bounds[1] or hi < c.bounds[0]:
@@ -242,21 +244,41 @@ def _claims(summary: pd.DataFrame, make) -> List[Claim]:
     return out
 
 
-def _slope_claims(df: pd.DataFrame, hyp: str, metric: str, kind: str, claim: str, what) -> List[Claim]:
-    """Per (setting, arm, merge): the per-seed slope of `metric` vs k, tested across seeds.
-    `what(setting)` names the metric in the statistic."""
-    keys = ["setting", "arm", "merge"]
-    s = t_inference(seed_summary(per_seed(curve_slopes(df, keys, metric), keys), keys), kind)
+GROUP = ["setting", "arm", "merge"]
+
+
+def _absent(df: pd.DataFrame, made: List[Claim], hyp: str, claim: str, metric: str, label) -> List[Claim]:
+    """A not-testable line, with the reason, for every (setting, arm, merge) of `df` that got no
+    claim: the metric is not measured there, its rows collapsed, or too few k remain."""
+    got = {(c.setting, c.id) for c in made}
+    out = []
+    for (setting, arm, merge), g in df.groupby(GROUP, sort=True):
+        cid = label(arm, merge)
+        if (setting, cid) in got:
+            continue
+        name = "task quality" if metric.startswith("_") else metric
+        if g[metric].isna().all():
+            note = f"{name} is not measured in this world"
+        elif g.collapsed.any():
+            note = f"collapsed from k = {int(g[g.collapsed].k.min())}: too few rows left to measure {name}"
+        else:
+            note = f"too few k per curve to measure {name}"
+        out.append(Claim(cid, claim, "", setting=setting, hypothesis=hyp, note=note))
+    return out
+
+
+def _slope_claims(df: pd.DataFrame, hyp: str, metric: str, kind: str, claim: str, what, drop_collapsed: bool) -> List[Claim]:
+    """Per (setting, arm, merge): the per-seed slope of `metric` vs k, tested across seeds
+    (without collapsed rows when `drop_collapsed`). `what(setting)` names the metric."""
+    used = df[~df.collapsed] if drop_collapsed else df
+    s = t_inference(seed_summary(per_seed(curve_slopes(used, GROUP, metric), GROUP), GROUP), kind)
 
     def make(r):
         return Claim(f"{hyp} ({r.arm}, {r.merge})", claim, f"slope of {what(r.setting)} per added adapter, per-seed mean over orderings",
                      test=f"one-sided t-test over seeds (slope {'>' if kind == 'greater' else '<'} 0)", kind=kind, hypothesis=hyp)
 
-    measured = df[metric].notna().groupby([df[k] for k in keys]).any() if len(df) else pd.Series(dtype=bool)
-    unmeasured = [Claim(f"{hyp} ({arm}, {merge})", claim, f"slope of {what(setting)} per added adapter", setting=setting,
-                        hypothesis=hyp, note=f"{'task quality' if metric.startswith('_') else metric} is not measured in this world")
-                  for (setting, arm, merge), ok in measured.items() if not ok]
-    return _claims(s, make) + unmeasured
+    made = _claims(s, make)
+    return made + _absent(df, made, hyp, claim, metric, lambda arm, merge: f"{hyp} ({arm}, {merge})")
 
 
 def h1(df: pd.DataFrame, quality: Dict[str, Tuple[str, str]]) -> List[Claim]:
@@ -265,82 +287,95 @@ def h1(df: pd.DataFrame, quality: Dict[str, Tuple[str, str]]) -> List[Claim]:
         return f"{col} ({unit}, as a loss)"
 
     return _slope_claims(df[df.space.isin(TRAINED)], "H1", "_q", "greater",
-                         "stacking more bias adapters degrades task quality", what)
+                         "stacking more bias adapters degrades task quality", what, drop_collapsed=False)
 
 
-def collapse_limit(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
-    """Per group: the largest k below the first collapsed row (any family, seed or ordering of the
-    group); the group's largest k when nothing collapsed."""
+def first_collapse(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Per group of `keys`: the first k with a collapsed row (any seed or ordering); the group's
+    largest k + 1 when nothing collapsed."""
     kmax = df.groupby(list(keys)).k.max()
-    first = df[df.collapsed].groupby(list(keys)).k.min() - 1
-    return first.reindex(kmax.index).fillna(kmax).astype(int).clip(upper=kmax)
+    first = df[df.collapsed].groupby(list(keys)).k.min()
+    return first.reindex(kmax.index).fillna(kmax + 1).astype(int)
 
 
 def h2(df: pd.DataFrame, quality: Dict[str, Tuple[str, str]]) -> Tuple[List[Claim], pd.DataFrame]:
     """Steering minus LoRA: the difference of per-seed quality slopes, paired by seed, over the k
-    range before either family collapses; and, secondary, the difference at each k."""
+    range before either of the two arms collapses; and, secondary, the difference at each k."""
+    claim = "output steering degrades quality faster than weight-space merging"
     t = df[df.space.isin(TRAINED)]
-    keys = ["setting", "merge"]
     per_k_cols = ["setting", "merge", "weight", "output", "k", "diff", "lo", "hi", "p", "p_adj", "n", "in_range"]
-    both = t.groupby(keys).space.nunique()
-    both = both[both == 2].index
-    if t.empty or len(both) == 0:
-        return [], pd.DataFrame(columns=per_k_cols)
-    t = t.set_index(keys).loc[both].reset_index()
-    limit = pd.concat([collapse_limit(t, keys).rename("k_limit"), t.groupby(keys).k.max().rename("k_top")], axis=1).reset_index()
-    t = t.merge(limit, on=keys)
-    arm_keys = [*keys, "arm", "space"]
-    slopes = per_seed(curve_slopes(t[t.k <= t.k_limit], arm_keys, "_q"), arm_keys)
-    paired = _pair(slopes, [*keys, "seed"])
-    s = t_inference(seed_summary(paired, [*keys, "weight", "output"]), "greater").merge(limit, on=keys)
+    claims: List[Claim] = []
+    for setting, g in t.groupby("setting", sort=True):  # a setting with one space: say so, per setting
+        if g.space.nunique() < 2:
+            claims.append(Claim("H2", claim, "", setting=setting, hypothesis="H2",
+                                note=f"only {g.space.iloc[0]}-space families in this setting: H2 needs both"))
+    arm = ["setting", "merge", "arm", "space"]
+    arms = pd.concat([first_collapse(t, arm).rename("first"), t.groupby(arm).k.max().rename("k_top")], axis=1).reset_index()
+    w = arms[arms.space == "weight"].drop(columns="space").rename(columns={"arm": "weight", "first": "fw", "k_top": "tw"})
+    o = arms[arms.space == "output"].drop(columns="space").rename(columns={"arm": "output", "first": "fo", "k_top": "to"})
+    pairs = w.merge(o, on=["setting", "merge"])
+    if pairs.empty:
+        return claims, pd.DataFrame(columns=per_k_cols)
+    pairs = pairs.assign(k_top=np.minimum(pairs.tw, pairs.to), k_limit=np.minimum(pairs.fw, pairs.fo) - 1)
+    pairs["k_limit"] = pairs[["k_limit", "k_top"]].min(axis=1)
+    pair = ["setting", "merge", "weight", "output"]
+
+    def side(name: str, space: str) -> pd.DataFrame:
+        rows = t[t.space == space].rename(columns={"arm": name})
+        return rows.merge(pairs[[*pair, "k_limit"]], on=["setting", "merge", name])
+
+    slopes = []
+    for name, space in (("weight", "weight"), ("output", "output")):
+        d = side(name, space)
+        v = per_seed(curve_slopes(d[d.k <= d.k_limit], pair, "_q"), pair)
+        slopes.append(v.rename(columns={"value": name + "_slope"}))
+    paired = slopes[0].merge(slopes[1], on=[*pair, "seed"])
+    paired = paired.assign(value=paired.output_slope - paired.weight_slope)
+    s = t_inference(seed_summary(paired, pair), "greater").merge(pairs[[*pair, "k_limit", "k_top"]], on=pair)
 
     def make(r):
         col, unit = quality.get(r.setting, ("quality", ""))
-        return Claim(f"H2 ({r.output} vs {r.weight}, {r.merge})", "output steering degrades quality faster than weight-space merging",
+        return Claim(f"H2 ({r.output} vs {r.weight}, {r.merge})", claim,
                      f"difference of per-seed slopes of {col} ({unit} per adapter, as a loss), {r.output} minus {r.weight}, "
                      f"k = 0..{r.k_limit}", test="one-sided t-test over seeds, paired by seed (difference > 0)",
                      note="" if r.k_limit == r.k_top else f"k > {r.k_limit} left out: a family has collapsed rows there",
                      hypothesis="H2")
 
-    claims = _claims(s, make)
-    # pairs whose families collapse by k = 1 leave no range to compare: say so
-    arms = t[["setting", "merge", "arm", "space"]].drop_duplicates()
-    pairs = _pair(arms.assign(value=0.0), keys).merge(limit, on=keys)
-    for r in pairs[pairs.k_limit < 1].itertuples(index=False):
-        claims.append(Claim(f"H2 ({r.output} vs {r.weight}, {r.merge})", "output steering degrades quality faster than weight-space merging",
-                            "difference of per-seed quality slopes", setting=r.setting, hypothesis="H2",
-                            note=f"no k range before collapse: a family has collapsed rows at k = {r.k_limit + 1}"))
-    # secondary: the difference at each k >= 1
-    at_k = t[t.k >= 1].groupby([*arm_keys, "k", "seed"], sort=False)["_q"].mean().rename("value").reset_index()
-    pk = t_inference(seed_summary(_pair(at_k, [*keys, "k", "seed"]), [*keys, "weight", "output", "k"]), "greater")
-    pk = pk.merge(limit, on=keys)
+    claims += _claims(s[s.k_limit >= 1], make)
+    for r in pairs[pairs.k_limit < 1].itertuples(index=False):  # no k range to compare: say why
+        why = (f"no k range before collapse: a family has collapsed rows at k = {r.k_limit + 1}" if r.k_top >= 1
+               else "no k >= 1 in the table")
+        claims.append(Claim(f"H2 ({r.output} vs {r.weight}, {r.merge})", claim, "difference of per-seed quality slopes",
+                            setting=r.setting, hypothesis="H2", note=why))
+    # secondary: the difference at each k >= 1, paired by seed; `in_range` marks k before collapse
+    at = []
+    for name, space in (("weight", "weight"), ("output", "output")):
+        d = side(name, space)
+        at.append(d[d.k >= 1].groupby([*pair, "k", "seed"])["_q"].mean().rename(name + "_q"))
+    diff = pd.concat(at, axis=1).dropna().reset_index()
+    diff = diff.assign(value=diff.output_q - diff.weight_q)
+    pk = t_inference(seed_summary(diff, [*pair, "k"]), "greater").merge(pairs[[*pair, "k_limit"]], on=pair)
     pk = pk.rename(columns={"mean": "diff"}).assign(in_range=lambda d: d.k <= d.k_limit, p_adj=lambda d: holm(d.p))
     return claims, pk[per_k_cols]
-
-
-def _pair(values: pd.DataFrame, on: Sequence[str]) -> pd.DataFrame:
-    """Every (weight arm, output arm) pair on the same `on` keys: value = output - weight."""
-    w = values[values.space == "weight"].rename(columns={"arm": "weight", "value": "w"}).drop(columns="space")
-    o = values[values.space == "output"].rename(columns={"arm": "output", "value": "o"}).drop(columns="space")
-    m = w.merge(o, on=list(on))
-    return m.assign(value=m.o - m.w)
 
 
 def h3(df: pd.DataFrame) -> List[Claim]:
     """Share of the removed bias reduction that resurfaces after removal, at each curve's largest
     k that has not collapsed: (removal gap - gap) / (base gap - gap), all three over the same
     (included) targets."""
-    t = df[df.space.isin(TRAINED) & ~df.collapsed & (df.k > 0)]
-    keys = ["setting", "arm", "merge"]
-    if t.empty or "bias_base_gap" not in t.columns:
+    claim = "removing the adapters makes the base bias resurface"
+    every = df[df.space.isin(TRAINED) & (df.k > 0)]
+    if every.empty or "bias_base_gap" not in every.columns:
         return []
+    keys = GROUP
+    t = every[~every.collapsed]
     top = t[t.k == t.groupby([*keys, *CURVE]).k.transform("max")]
     moved = (top.bias_base_gap - top.bias_target_gap).abs() > 1e-9
     top = top.assign(value=((top.removal_gap - top.bias_target_gap) / (top.bias_base_gap - top.bias_target_gap)).where(moved))
     s = t_inference(seed_summary(per_seed(top[[*keys, *CURVE, "value"]], keys), keys), "greater")
 
     def make(r):
-        c = Claim(f"H3 ({r.arm}, {r.merge})", "removing the adapters makes the base bias resurface",
+        c = Claim(f"H3 ({r.arm}, {r.merge})", claim,
                   "share of the removed reduction that resurfaces, (removal gap - gap) / (base gap - gap), "
                   "at each curve's largest k", test="one-sided t-test over seeds (share > 0)", hypothesis="H3")
         if r.note.startswith("zero spread") and abs(r.mean - 1.0) < 1e-9:
@@ -348,24 +383,26 @@ def h3(df: pd.DataFrame) -> List[Claim]:
                       "returns in full by construction: not a finding")
         return c
 
-    return _claims(s, make)
+    made = _claims(s, make)
+    return made + _absent(every, made, "H3", claim, "removal_gap", lambda arm, merge: f"H3 ({arm}, {merge})")
 
 
 def h4(df: pd.DataFrame) -> List[Claim]:
-    t = df[df.space.isin(TRAINED) & ~df.collapsed]
+    t = df[df.space.isin(TRAINED)]
     return [*_slope_claims(t, "H4a", "control_explicit_acc", "less", "stacked adapters cost controllability",
-                           lambda _: "explicit-prompt accuracy"),
+                           lambda _: "explicit-prompt accuracy", drop_collapsed=True),
             *_slope_claims(t, "H4b", "diversity_entropy", "less", "stacked adapters cost diversity",
-                           lambda _: "normalised attribute entropy")]
+                           lambda _: "normalised attribute entropy", drop_collapsed=True)]
 
 
 def h5(df: pd.DataFrame, opt: Options) -> List[Claim]:
     """The prompt pre-processor: (a) its target gap is below `gap_goal`; (b) it loses less task
     quality than each trained family, paired by seed and k."""
-    p = df[(df.space == "input") & (df.k >= 1) & ~df.collapsed]
-    if p.empty:
+    every = df[(df.space == "input") & (df.k >= 1)]
+    if every.empty:
         return []
-    keys = ["setting", "arm", "merge"]
+    keys = GROUP
+    p = every[~every.collapsed]
     gap = p.groupby([*keys, *CURVE]).bias_target_gap.mean().rename("value").reset_index()
     sa = t_inference(seed_summary(per_seed(gap, keys), keys), "less", null=opt.gap_goal)
 
@@ -376,6 +413,8 @@ def h5(df: pd.DataFrame, opt: Options) -> List[Claim]:
                      hypothesis="H5a")
 
     out = _claims(sa, make_a)
+    out += _absent(every, out, "H5a", "a prompt pre-processor reaches the target proportions", "bias_target_gap",
+                   lambda arm, merge: f"H5a ({arm})")
     t = df[df.space.isin(TRAINED) & (df.k >= 1)]
     q = pd.concat([t, df[(df.space == "input") & (df.k >= 1)]])
     at_k = q.groupby(["setting", "space", "arm", "merge", "k", "seed"])["_q"].mean().rename("value").reset_index()
@@ -414,11 +453,13 @@ def theil_sen(k: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 def latency_curves(g: pd.DataFrame, column: str, reference: str, keys: Sequence[str]) -> pd.DataFrame:
     """Per timed curve (two or more k, from k = 0): the log ratio of each timing to its paired
     reference (the base timed right after it), and from those `fit` (the Theil-Sen line of the log
-    ratios against k, at the largest k: for "flat" and "grows") and `step` (their median over
-    k >= 1: for a cost that does not depend on k); plus the median ms of the mode and of its
+    ratios against k, at the largest k: "flat" means no cost there), `growth` (the rise of the
+    Theil-Sen line over k >= 1, from the first composed k to the largest: "grows", so that a cost
+    that is the same at every k does not count as growing) and `step` (their median over k >= 1: a cost that does not
+    depend on k); plus the median ms of the mode and of its
     reference at the largest k, for the note. Robust estimates, because a timing is a wall-clock
     window that a concurrent job can slow down."""
-    cols = [*keys, *CURVE, "k_max", "fit", "step", "top_ms", "ref_ms"]
+    cols = [*keys, *CURVE, "k_max", "fit", "growth", "step", "top_ms", "ref_ms"]
     d = g.dropna(subset=[column, reference])
     d = d[d.groupby([*keys, *CURVE]).k.transform("min") == 0]
     if d.empty:
@@ -431,12 +472,14 @@ def latency_curves(g: pd.DataFrame, column: str, reference: str, keys: Sequence[
     r = wide.to_numpy(float)
     k = np.broadcast_to(wide.columns.to_numpy(float), r.shape)
     slope, intercept = theil_sen(k, r)
+    after, _ = theil_sen(k[:, 1:], r[:, 1:])  # k >= 1 only: growth, not the step from no adapter to one
     k_max = np.nanmax(np.where(np.isnan(r), NAN, k), axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         step = np.nanmedian(r[:, 1:], axis=1)
     out = wide.index.to_frame(index=False)
     out["k_max"], out["fit"], out["step"] = k_max.astype(int), intercept + slope * k_max, step
+    out["growth"] = after * (k_max - k[:, 1])
     top = d[d.k == d.groupby([*keys, *CURVE]).k.transform("max")].groupby([*keys, *CURVE])[[column, reference]].mean()
     out = out.join(top.rename(columns={column: "top_ms", reference: "ref_ms"}), on=[*keys, *CURVE])
     return out[cols]
@@ -456,7 +499,7 @@ def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
                              note="latency not measured (results without latency columns, or latency.enabled=false)"))
             continue
         lc = latency_curves(g, column, reference, keys)
-        lc = lc.assign(value=lc.step if expect == "costs" else lc.fit)
+        lc = lc.assign(value={"costs": lc.step, "grows": lc.growth, "flat": lc.fit}[expect])
         summary = seed_summary(per_seed(lc[[*keys, *CURVE, "value"]], keys), keys)
         bounds = (math.log(1 - opt.flat_margin), math.log(1 + opt.flat_margin))
         if expect == "flat":
@@ -465,13 +508,16 @@ def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
             s = t_inference(summary, "greater")
         ms = lc.groupby(keys).agg(top=("top_ms", "median"), ref=("ref_ms", "median"), k_max=("k_max", "max")).reset_index()
         s = s.merge(ms, on=keys, how="left")
-        stat = ("latency ÷ its paired base timing, median over k >= 1 (×), geometric mean over seeds" if expect == "costs" else
-                "latency ÷ its paired base timing at the largest k (×), per-curve Theil-Sen line over k, geometric mean over seeds")
+        stat = {"costs": "latency ÷ its paired base timing, median over k >= 1 (×), geometric mean over seeds",
+                "flat": "latency ÷ its paired base timing at the largest k (×), per-curve Theil-Sen line over k, "
+                        "geometric mean over seeds",
+                "grows": "growth of latency ÷ its paired base timing from the first composed k to the largest (×), "
+                         "along the per-curve Theil-Sen line over k >= 1, geometric mean over seeds"}[expect]
         test = (f"equivalence (TOST) on per-seed log ratios, margin ×[{1 - opt.flat_margin:g}, {1 + opt.flat_margin:g}]"
                 if expect == "flat" else "one-sided t-test over seeds on per-seed log ratios (> 0)")
 
-        def make(r, mode=mode, claim=claim, stat=stat, test=test, expect=expect):
-            return Claim(f"H6 ({mode}, {r.merge})", claim, stat, test=test, hypothesis="H6",
+        def make(r, mode=mode, claim=claim, stat=stat, test=test, expect=expect, fam=fam):
+            return Claim(f"H6 ({mode.replace(fam, r.arm, 1)}, {r.merge})", claim, stat, test=test, hypothesis="H6",
                          kind="equivalence" if expect == "flat" else "greater",
                          ci_level=1 - 2 * opt.alpha if expect == "flat" else 0.95,
                          bounds=(1 - opt.flat_margin, 1 + opt.flat_margin) if expect == "flat" else (NAN, NAN), null=1.0,
