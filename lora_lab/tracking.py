@@ -26,7 +26,7 @@ class Tracker:
 
     @staticmethod
     def _metrics(row: Dict[str, Any]) -> Dict[str, float]:
-        """The measured numbers of a row: DESIGN.md's metrics and the task's own; NaN (not measured
+        """The measured numbers of a row: the shared metric columns and the task's own; NaN (not measured
         in this world) is left out."""
         from .stacking import IDENTITY
 

@@ -229,7 +229,7 @@ def test_unknown_family_lists_the_valid_ones():
 
 
 def test_unmerged_peft_stack_equals_the_merged_sum_and_leaves_the_base(lora_setup):
-    """DESIGN invariant: merged and unmerged LoRA give the same outputs, here for k stacked
+    """Invariant: merged and unmerged LoRA give the same outputs, here for k stacked
     adapters at their stacking scales; afterwards no LoRA layer is left and the base is untouched."""
     cfg, task, cache, base, adapters = lora_setup
     adapters[1].scale = 1.7  # as calibration would set it

@@ -1,4 +1,4 @@
-"""The metric columns of one evaluated composition (DESIGN.md, "Metrics").
+"""The metric columns of one evaluated composition (the README lists them with their meaning).
 
 `evaluate` is called with the composition applied (or, for the prompt family, with its rewrite
 mixture); `removal_gap` after it has been removed again.

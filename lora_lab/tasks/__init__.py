@@ -12,7 +12,7 @@ not a second pipeline:
     removal_gap(model, tok, included, all_targets)   -> float, after the composition is removed
     base_report(model, tok)               -> dict for base_report.json
     rewrite(targets)                      -> prompt-family rewrite rules (tasks that support it)
-    extra_metrics                         -> columns the task adds beside DESIGN.md's
+    extra_metrics                         -> columns the task adds beside the shared metric columns (eval/metrics.py)
 """
 
 from __future__ import annotations
