@@ -103,45 +103,34 @@ def seed_summary(per_seed: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return g.agg(n="count", mean="mean", sd="std").reset_index()
 
 
-def _flags(s: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
+def _inference(s: pd.DataFrame, level: float, pvalue) -> pd.DataFrame:
+    """Adds lo, hi (t-based CI at `level`), p = `pvalue(mean, se, df)` and a note. One seed, or no
+    spread (the t statistic is undefined): p is NaN, never 0, and the note says why."""
+    s = s.copy()
     n, mean, sd = s.n.to_numpy(float), s["mean"].to_numpy(float), s.sd.to_numpy(float)
     one = n < 2
     flat = ~one & (np.nan_to_num(sd) <= 1e-12 * np.maximum(1.0, np.abs(mean)))
-    return one, flat
-
-
-def t_inference(s: pd.DataFrame, kind: str, null: float = 0.0, level: float = 0.95) -> pd.DataFrame:
-    """Adds lo, hi (t-based CI at `level`) and p (one-sided t-test of mean > null for kind
-    "greater", < null for "less"). One seed, or no spread: p is NaN (not 0) and a note says why."""
-    s = s.copy()
-    n, mean, sd = s.n.to_numpy(float), s["mean"].to_numpy(float), s.sd.to_numpy(float)
-    one, flat = _flags(s)
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = sd / np.sqrt(n)
-        q = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
-        t = (mean - null) / se
-        p = stats.t.sf(t if kind == "greater" else -t, np.maximum(n - 1, 1))
-    s["lo"], s["hi"] = np.where(one, NAN, np.where(flat, mean, mean - q * se)), np.where(one, NAN, np.where(flat, mean, mean + q * se))
+        se, df = sd / np.sqrt(n), np.maximum(n - 1, 1)
+        half = np.where(flat, 0.0, stats.t.ppf(0.5 + level / 2, df) * se)
+        p = pvalue(mean, se, df)
+    s["lo"], s["hi"] = np.where(one, NAN, mean - half), np.where(one, NAN, mean + half)
     s["p"] = np.where(one | flat, NAN, p)
     s["note"] = _notes(one, flat, mean)
     return s
+
+
+def t_inference(s: pd.DataFrame, kind: str, null: float = 0.0, level: float = 0.95) -> pd.DataFrame:
+    """One-sided t-test of mean > null (kind "greater") or < null ("less"), with the CI at `level`."""
+    sign = 1.0 if kind == "greater" else -1.0
+    return _inference(s, level, lambda mean, se, df: stats.t.sf(sign * (mean - null) / se, df))
 
 
 def tost_inference(s: pd.DataFrame, low: float, high: float, level: float = 0.90) -> pd.DataFrame:
     """Equivalence: two one-sided t-tests (mean > low and mean < high), p = the larger of the two;
     the CI at `level` (90% for alpha 0.05) lies within [low, high] exactly when p < 0.05."""
-    s = s.copy()
-    n, mean, sd = s.n.to_numpy(float), s["mean"].to_numpy(float), s.sd.to_numpy(float)
-    one, flat = _flags(s)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        se = sd / np.sqrt(n)
-        df = np.maximum(n - 1, 1)
-        q = stats.t.ppf(0.5 + level / 2, df)
-        p = np.maximum(stats.t.sf((mean - low) / se, df), stats.t.cdf((mean - high) / se, df))
-    s["lo"], s["hi"] = np.where(one, NAN, np.where(flat, mean, mean - q * se)), np.where(one, NAN, np.where(flat, mean, mean + q * se))
-    s["p"] = np.where(one | flat, NAN, p)
-    s["note"] = _notes(one, flat, mean)
-    return s
+    return _inference(s, level, lambda mean, se, df: np.maximum(stats.t.sf((mean - low) / se, df),
+                                                                stats.t.cdf((mean - high) / se, df)))
 
 
 def _notes(one: np.ndarray, flat: np.ndarray, mean: np.ndarray) -> List[str]:

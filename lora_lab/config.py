@@ -8,6 +8,7 @@ Every message names the offending field with its full dotted path.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -512,8 +513,6 @@ NUMBER_FIELDS = ("world", "model", "train", "adapters", "family", "compose", "la
 
 def _plain(x: Any) -> Any:
     """Enums, dataclasses and containers as JSON values."""
-    import dataclasses
-
     if dataclasses.is_dataclass(x):
         return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, Enum):

@@ -34,9 +34,10 @@ def orderings(n: int, m: int, seed: int) -> List[List[int]]:
     return [rng.permutation(n).tolist() for _ in range(m)]
 
 
-def config_hash(c: Config) -> str:
-    """Everything that determines the numbers (not progress bars, cache location or logging)."""
-    return content_key("config", numbers_config(c))
+def config_hash(numbers: Dict[str, Any]) -> str:
+    """The hash of `numbers_config`: everything that determines the numbers (not progress bars,
+    cache location or logging)."""
+    return content_key("config", numbers)
 
 
 def merge_params(c: Config) -> MergeParams:
@@ -113,10 +114,11 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
           progress: bool = True) -> List[Dict[str, Any]]:
     """Every (merge, ordering) curve, each loaded from cache when it was finished before."""
     family = get_family(c.family.name)
-    chash = config_hash(c)
+    numbers = numbers_config(c)
+    chash = config_hash(numbers)
     identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
                 "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash,
-                "config": json.dumps(numbers_config(c), sort_keys=True)}
+                "config": json.dumps(numbers, sort_keys=True)}
     check_schedule(c.compose, len(adapters))
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
     jobs = [(m, o) for m in c.merges() for o in range(len(orders))]

@@ -37,10 +37,6 @@ class Reference:
     dists: Dict[str, np.ndarray]  # axis -> [roles, values] on neutral prompts
     heldout: Encoded  # the held-out text, tokenised once
 
-    @property
-    def ppl(self) -> float:
-        return float(np.exp(self.nll))
-
 
 def reference(model, tok, world: SyntheticWorld) -> Reference:
     held = encode_sentences(tok, world.heldout_text())
