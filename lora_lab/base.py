@@ -35,10 +35,11 @@ class Base:
     train_seconds: float  # pretraining wall time when it was built (0 when loaded by path)
 
 
-def base_key_payload(cfg: Config) -> Dict[str, Any]:
-    """Everything the pretrained weights depend on."""
+def base_key_payload(cfg: Config, world: SyntheticWorld) -> Dict[str, Any]:
+    """Everything the pretrained weights depend on: the pretraining text as generated included."""
     return {
         "world": dataclasses.asdict(cfg.world),
+        "corpus": world.pretrain_digest,
         "model": dataclasses.asdict(cfg.model),
         "train": dataclasses.asdict(cfg.train),
         "seed": cfg.seed,
@@ -125,7 +126,7 @@ def get_base(cfg: Config, task, cache: ArtifactCache, progress: bool = True) -> 
                 f"(e.g. {missing[:3]}); it was not trained on this world"
             )
         return Base(model, tokenizer, Path(cfg.model.name_or_path), weights_key(model), cache_hit=True, train_seconds=0.0)
-    payload = base_key_payload(cfg)
+    payload = base_key_payload(cfg, task.world)
     key = content_key("base", payload)
     entry = cache.get_or_build("base", key, lambda d: pretrain(cfg, task.world, d, progress), describe=payload)
     model, tokenizer = load_pretrained(str(entry.path))

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 
 class ConfigError(ValueError):
@@ -559,7 +560,11 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed config into typed objects, running every value check."""
-    obj = OmegaConf.to_object(cfg)
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:
+        # omegaconf's own message is a multi-line traceback-style dump; name the field instead.
+        raise ConfigError(f"{e.full_key}: missing mandatory value; set {e.full_key}=...") from None
     assert isinstance(obj, Config), type(obj)
     for group in ("world", "model", "family"):
         if not hasattr(getattr(obj, group), "__dataclass_fields__"):

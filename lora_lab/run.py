@@ -44,7 +44,10 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     (each adapter's own gap in every composition) into the output dir.
     """
     c = validate(cfg)  # every value check, before any work
-    # Imported here so a bad config fails in well under a second, without loading torch.
+    from .tasks import build_task, build_world
+
+    world = build_world(c.world, c.seed)  # reads and checks the data files: bad data stops here too
+    # Imported here so a bad config or data file fails in about a second, without loading torch.
     import torch
 
     from .adapters.stage import build_adapters, measure_single, summarise
@@ -53,13 +56,12 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     from .results import RESULTS, TARGET_GAPS, target_gaps_frame, to_frame, write_parquet_atomic
     from .stacking import stack
     from .tracking import tracker
-    from .tasks import build_task
     from .threads import job_threads
 
     torch.set_num_threads(job_threads(c.threads))
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
-    task = build_task(c.world, c.seed)
+    task = build_task(c.world, c.seed, world)
     if c.family.name.value == "prompt" and not task.supports_rewrite:
         # A sweep over families reaches this job for every world; it has nothing to run here.
         log.warning("skipped: the prompt pre-processor rewrites the synthetic world's prompts; world=%s has none",

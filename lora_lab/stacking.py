@@ -131,8 +131,9 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 
-        entry = cache.get_or_build("curve", content_key("curve", {"config": chash, "merge": merge, "ordering": o, "rows": 4,
-                                                           "columns": [*METRICS, *task.extra_metrics]}), build)
+        key = content_key("curve", {"config": chash, "data": task.world.fingerprint, "merge": merge, "ordering": o,
+                                    "rows": 4, "columns": [*METRICS, *task.extra_metrics]})
+        entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part
         if on_curve is not None:

@@ -16,6 +16,7 @@ from lora_lab.base import base_key_payload
 from lora_lab.cache import ArtifactCache, content_key, sha256_file
 from lora_lab.config import validate
 from lora_lab.run import run
+from lora_lab.world import SyntheticWorld
 
 REPORT_KEYS = {"fit_tv", "fact_acc", "explicit_acc", "ppl", "train_seconds", "cache_hit"}
 
@@ -48,10 +49,23 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_cfg, tmp_path, mon
     assert hashes["a"] != hashes["c"]
 
 
+def _base_key(overrides):
+    c = validate(compose_cfg(overrides))
+    return content_key("base", base_key_payload(c, SyntheticWorld(c.world, c.seed)))
+
+
 def test_key_changes_with_any_dependency():
-    keys = {content_key("base", base_key_payload(validate(compose_cfg([*TINY, o])))) for o in
+    keys = {_base_key([*TINY, o]) for o in
             ["seed=0", "seed=1", "world.seed=1", "world.bias_strength=0.8", "model.n_head=2", "train.lr=1e-3"]}
     assert len(keys) == 6
+
+
+def test_key_covers_the_pretraining_text_as_generated(monkeypatch):
+    """A change to how the corpus is generated, with the config unchanged, is a new base."""
+    before = _base_key(TINY)
+    corpus = SyntheticWorld.pretrain_corpus
+    monkeypatch.setattr(SyntheticWorld, "pretrain_corpus", lambda self: corpus(self)[:-1])
+    assert _base_key(TINY) != before
 
 
 def test_llama_arch_trains(tiny_cfg, tmp_path):
@@ -91,7 +105,7 @@ def test_killed_pretraining_leaves_nothing_loadable(tmp_path):
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    key = content_key("base", base_key_payload(validate(compose_cfg(overrides))))
+    key = _base_key(overrides)
     assert list(cache.glob("base/.tmp-*"))
     assert ArtifactCache(cache).load("base", key) is None
     assert not (cache / "base" / key).exists()

@@ -133,6 +133,39 @@ def test_cli_bad_config_exits_nonzero_before_training(tmp_path, args, needle):
     assert not cache.exists()  # nothing trained, nothing cached
 
 
+@pytest.mark.parametrize("overrides,field", [
+    (["world=crows", "model=hf", "model.name_or_path=/tmp"], "world.path"),
+    (["world=crows", "world.path=/nonexistent.csv", "model=hf", "model.name_or_path=/tmp"], "world.text_path"),
+    (["model=hf"], "model.name_or_path"),
+    (['world.axes=[{name:a,prompt:"the {role} x",values:[a,b]}]'], "world.axes[0].markers"),
+])
+def test_every_missing_mandatory_field_is_named(overrides, field):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(overrides))
+    assert str(e.value) == f"{field}: missing mandatory value; set {field}=..."
+
+
+HF = ["model=hf", "model.name_or_path=/tmp"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["world=crows", "world.path=/nonexistent.csv", "world.text_path=/nonexistent.txt", *HF], "world.path: file does not exist"),
+    (["world=crows", "world.path=/tmp", "world.text_path=/nonexistent.txt", *HF], "world.path: file does not exist"),
+    (["world=seat", "model=minilm", "world.path=/nonexistent"], "world.path: directory does not exist"),
+    (["world=seat", "model=minilm", "world.text_path=/nonexistent.txt"], "world.text_path: file does not exist"),
+])
+def test_every_missing_path_is_named(overrides, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        validate(compose_cfg(overrides))
+
+
+def test_cli_missing_mandatory_value_is_one_line(tmp_path):
+    r = _cli("world=crows", "world.path=/nonexistent.csv", "model=hf", "model.name_or_path=/tmp", cache=tmp_path / "cache")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["lora_lab: config error: world.text_path: missing mandatory value; "
+                                            "set world.text_path=..."]
+
+
 def test_cli_our_validation_is_one_line(tmp_path):
     r = _cli("world.roles=0", cache=tmp_path / "cache")
     assert r.returncode == 2

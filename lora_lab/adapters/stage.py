@@ -30,12 +30,14 @@ def adapter_seed(seed: int, target) -> int:
     return zlib.crc32(f"{seed}:{target.id}".encode())
 
 
-def adapter_key_payload(cfg, base_key: str, target) -> Dict[str, Any]:
+def adapter_key_payload(cfg, base_key: str, target, data: str) -> Dict[str, Any]:
+    """Everything an adapter depends on; `data` is the world's fingerprint (world/io.py)."""
     a = cfg.adapters
     return {
         "base": base_key,
+        "data": data,
         "family": dataclasses.asdict(cfg.family),
-        "data": {"samples": a.samples, "retain_fraction": a.retain_fraction},
+        "corpus": {"samples": a.samples, "retain_fraction": a.retain_fraction},
         "train": {"steps": a.steps, "batch_size": a.batch_size, "objective": OBJECTIVE},
         "target": dataclasses.asdict(target),
         "seed": cfg.seed,
@@ -52,7 +54,7 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
     bar = tqdm(targets, desc=f"{family.name} adapters", disable=not progress)
     for t in bar:
         seed = adapter_seed(cfg.seed, t)
-        payload = adapter_key_payload(cfg, base.key, t)
+        payload = adapter_key_payload(cfg, base.key, t, task.world.fingerprint)
 
         def build(d, t=t, seed=seed):
             objective = task.objective(t, base.tokenizer, cfg.adapters, seed)

@@ -13,6 +13,9 @@ not a second pipeline:
     base_report(model, tok)               -> dict for base_report.json
     rewrite(targets)                      -> prompt-family rewrite rules (tasks that support it)
     extra_metrics                         -> columns the task adds beside the shared metric columns (eval/metrics.py)
+
+and `task.world.fingerprint` is the hash of the world's data (files, split parameters, splits; see
+world/io.py), which every adapter and curve cache key includes.
 """
 
 from __future__ import annotations
@@ -20,18 +23,25 @@ from __future__ import annotations
 from typing import Optional
 
 
-def build_task(world_cfg, seed: Optional[int] = None):
-    """The task for a typed world config; `seed` is the run's, which the world follows unless its
-    own `world.seed` is set. Unknown worlds list the valid ones."""
+def build_world(world_cfg, seed: Optional[int] = None):
+    """The world for a typed world config: its data read, checked and split. Imports no torch, so
+    bad data stops a run before torch loads. `seed` is the run's, which the world follows unless
+    its own `world.seed` is set. Unknown worlds list the valid ones."""
     from ..world import SyntheticWorld
     from ..world.crows import CrowsWorld
-    from .crows import CrowsTask
     from ..world.seat import SeatWorld
+
+    worlds = {"synthetic": SyntheticWorld, "crows": CrowsWorld, "seat": SeatWorld}
+    if world_cfg.name not in worlds:
+        raise ValueError(f"world.name: unknown world {world_cfg.name!r}, valid: {sorted(worlds)}")
+    return worlds[world_cfg.name](world_cfg, seed)
+
+
+def build_task(world_cfg, seed: Optional[int] = None, world=None):
+    """The task around `world` (built from the config when not given)."""
+    from .crows import CrowsTask
     from .seat import SeatTask
     from .synthetic import SyntheticTask
 
-    tasks = {"synthetic": lambda: SyntheticTask(SyntheticWorld(world_cfg, seed)),
-             "crows": lambda: CrowsTask(CrowsWorld(world_cfg, seed)), "seat": lambda: SeatTask(SeatWorld(world_cfg, seed))}
-    if world_cfg.name not in tasks:
-        raise ValueError(f"world.name: unknown world {world_cfg.name!r}, valid: {sorted(tasks)}")
-    return tasks[world_cfg.name]()
+    world = world if world is not None else build_world(world_cfg, seed)
+    return {"synthetic": SyntheticTask, "crows": CrowsTask, "seat": SeatTask}[world_cfg.name](world)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..config import resolve_seed
-from .io import DataError, NamedTarget, first_targets, holdout, read_text
+from .io import DataError, NamedTarget, first_targets, fingerprint, holdout, read_text
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -89,3 +90,9 @@ class CrowsWorld:
 
     def eval_pairs(self, types: Optional[Sequence[str]] = None) -> List[Tuple[str, Pair]]:
         return [(t, p) for t in (types or self.types) for p in self.eval[t]]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The data's hash: both files' contents, the split parameters and the splits (io.fingerprint)."""
+        splits = {"train": self.train, "eval": self.eval, "heldout": self.heldout, "retain": self.retain}
+        return fingerprint(self.cfg, self.seed, [self.cfg.path, self.cfg.text_path], splits)

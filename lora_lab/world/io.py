@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -58,3 +61,21 @@ def holdout(items: Sequence[T], fraction: float, rng: np.random.Generator, minim
     order = rng.permutation(len(items))
     n = min(len(items) - 1, max(minimum, int(round(fraction * len(items)))))
     return [items[i] for i in order[:n]], [items[i] for i in order[n:]]
+
+
+def fingerprint(world_cfg: Any, seed: int, files: Sequence[str], splits: Any) -> str:
+    """A 20-hex-digit hash of everything a world's data is: its config (every split parameter), the
+    seed its splits were drawn with, the sha256 of every file it read (not where it lies), and the materialised splits
+    themselves (so a change to how the data is generated or split also changes it). Adapter, curve
+    and base cache keys include it: edit one row of a file and what was trained on it is rebuilt."""
+    contents = []
+    for path in files:
+        h = hashlib.sha256()
+        with open(os.path.expanduser(path), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        contents.append([os.path.basename(path), h.hexdigest()])
+    # Where the files are is not what they hold: paths are left out, their contents are in.
+    params = {k: v for k, v in dataclasses.asdict(world_cfg).items() if not k.endswith("path")}
+    blob = json.dumps({"config": params, "seed": seed, "files": contents, "splits": splits}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -18,13 +18,14 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..config import resolve_seed
-from .io import DataError, NamedTarget, first_targets, holdout, read_text
+from .io import DataError, NamedTarget, first_targets, fingerprint, holdout, read_text
 from .seat_data import SHIPPED
 
 SETS = ("targ1", "targ2", "attr1", "attr2")
@@ -117,3 +118,12 @@ class SeatWorld:
     def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
         """One target per SEAT test; adapters shrink that test's effect size."""
         return first_targets([NamedTarget("seat", t, "seat") for t in sorted(self.tests)], n, "the SEAT set (tests)")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The data's hash: every test file's and the text file's contents, the split parameters and
+        the splits (io.fingerprint)."""
+        files = sorted(Path(os.path.expanduser(self.cfg.path or str(SHIPPED))).glob("*.jsonl"))
+        text = self.cfg.text_path or str(SHIPPED / "general.txt")
+        splits = {"train": self.train, "eval": self.eval, "heldout": self.heldout, "retain": self.retain}
+        return fingerprint(self.cfg, self.seed, [*map(str, files), text], splits)

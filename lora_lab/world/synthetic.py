@@ -8,6 +8,7 @@ corpus *is* the configured distribution and `fit_tv` measures learning alone.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -15,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import SyntheticWorldConfig, resolve_seed
+from .io import fingerprint
 
 _PROFESSIONS = (
     "nurse engineer doctor teacher pilot chef farmer lawyer baker plumber dancer soldier writer "
@@ -286,3 +288,17 @@ class SyntheticWorld:
 
     def heldout_text(self) -> List[str]:
         return self.general_sentences(self.cfg.general_heldout, "heldout")
+
+    @cached_property
+    def pretrain_digest(self) -> str:
+        """sha256 of the pretraining corpus as generated: the base model's cache key includes it."""
+        return hashlib.sha256("\n".join(self.pretrain_corpus()).encode()).hexdigest()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The data's hash (io.fingerprint): the config, the seed, the drawn roles, facts and skews, and
+        the pretraining and held-out text as generated, so a change to the generator changes it too."""
+        splits = {"roles": self.roles, "facts": self.facts, "dominant": {a: d.tolist() for a, d in self.dominant.items()},
+                  "target_dist": {a: d.tolist() for a, d in self.target_dist.items()}, "pretrain": self.pretrain_digest,
+                  "heldout": self.heldout_text()}
+        return fingerprint(self.cfg, self.seed, [], splits)
