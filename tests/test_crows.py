@@ -57,7 +57,7 @@ def crows_files(tmp_path_factory):
     # plant a bias: a little next-token training on the stereotypical sentences and the text
     from lora_lab.training import LMObjective, encode_sentences, train
 
-    stereo = [r["sent_more"] if r["stereo_antistereo"] == "stereo" else r["sent_less"] for r in _rows()]
+    stereo = [r["sent_more"] for r in _rows()]  # the more stereotypical sentence, whatever the direction
     train(model, list(model.parameters()), LMObjective(encode_sentences(tok, stereo * 3 + lines), tok.pad_token_id),
           steps=150, batch_size=32, lr=3e-3, seed=0, progress=False)
     model.save_pretrained(d / "tiny-gpt2")
@@ -93,17 +93,6 @@ def test_pair_metrics_against_a_direct_computation(crows_files):
     assert text_nll(model, tok, texts) == pytest.approx(nll / n, rel=1e-5)
     rep = task.base_report(model, tok)
     assert rep["stereo_pref"] == pytest.approx(100 * np.mean(np.concatenate([v for v in task.diffs(model, tok).values()]) > 0))
-
-
-def test_direction_column_decides_which_sentence_is_stereotypical(tmp_path):
-    from lora_lab.world.crows import read_pairs
-
-    _write_csv(tmp_path / "p.csv", [
-        {"sent_more": "a x", "sent_less": "b x", "stereo_antistereo": "stereo", "bias_type": "t"},
-        {"sent_more": "a y", "sent_less": "b y", "stereo_antistereo": "antistereo", "bias_type": "t"},
-    ])
-    p1, p2 = read_pairs(str(tmp_path / "p.csv"))
-    assert (p1.stereo, p1.anti) == ("a x", "b x") and (p2.stereo, p2.anti) == ("b y", "a y")
 
 
 def test_hf_crows_end_to_end(crows_files, tmp_path):
