@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from lora_lab.config import CrowsWorldConfig
+from lora_lab.config import ConfigError, CrowsWorldConfig
 from lora_lab.world.crows import CrowsWorld, read_pairs
 from lora_lab.world.io import DataError
 
@@ -118,3 +118,10 @@ def test_bias_type_whose_pairs_all_share_a_sentence(tmp_path):
     with pytest.raises(DataError) as e:
         _world(tmp_path, rows, "a\nb\n", 0)
     _one_line(e, tmp_path / "pairs.csv", ":12: field 'bias_type': 'age': its 3 distinct pairs are linked")
+
+
+def test_score_must_be_full_or_conditional(tmp_path):
+    _write(tmp_path / "pairs.csv", _rows())
+    (tmp_path / "t.txt").write_text("a\nb\n")
+    with pytest.raises(ConfigError, match=r"^world\.score: must be one of \['full', 'conditional'\] \(got 'pll'\)$"):
+        CrowsWorldConfig(path=str(tmp_path / "pairs.csv"), text_path=str(tmp_path / "t.txt"), score="pll")
