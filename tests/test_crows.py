@@ -168,3 +168,12 @@ def test_report_on_crows_results(crows_files, tmp_path):
     assert "fig_quality_fact_acc" not in names  # not measured in this world: no empty figure
     claims = (out / "claims.md").read_text()
     assert "control_explicit_acc is not measured in this world" in claims
+
+
+def test_crows_gaps_are_labelled_and_bounded_in_percentage_points():
+    from analysis.figures import metric_label, value_range
+
+    crows = pd.DataFrame({"crows_stereo_pref": [60.0], "bias_target_gap": [10.0]})
+    synthetic = pd.DataFrame({"crows_stereo_pref": [np.nan], "bias_target_gap": [0.1]})
+    assert "(pp)" in metric_label(crows, "bias_target_gap")[0] and "TV" in metric_label(synthetic, "bias_target_gap")[0]
+    assert value_range(crows, "bias_target_gap") == (0, 50) and value_range(synthetic, "bias_target_gap") == (0, 1)
