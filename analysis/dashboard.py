@@ -17,7 +17,7 @@ import pandas as pd
 
 from scipy import stats
 
-from .figures import FAMILY_COLOR, FAMILY_LABEL, K_LABEL, METRIC_LABEL, metric_columns
+from .figures import FAMILY_COLOR, FAMILY_LABEL, K_LABEL, metric_columns, metric_label
 from .stats import ATTRIBUTE_METRICS, Claim
 
 PAGE = """<!doctype html>
@@ -223,7 +223,7 @@ def write_dashboard(df: pd.DataFrame, claims: List[Claim], path: Path, title: st
     d = df.assign(family=df.arm)
     cols = ["setting", "family", "merge", "ordering", "seed", "k", "collapsed", *metrics]
     data = d[cols].astype(object).where(d[cols].notna(), None).to_dict(orient="records")
-    labels = {m: METRIC_LABEL.get(m, (m, m.replace("_", " "))) for m in metrics}
+    labels = {m: metric_label(df, m) for m in metrics}
     payload = {
         "rows": data, "metrics": labels, "kLabel": K_LABEL, "familyLabel": FAMILY_LABEL,
         "familyColor": FAMILY_COLOR, "attributeMetrics": list(ATTRIBUTE_METRICS),

@@ -30,11 +30,12 @@ FAMILY_COLOR = {"lora": OKABE_ITO[0], "steer": OKABE_ITO[1], "prompt": OKABE_ITO
 LINESTYLES = ["-", "--", ":", "-."]
 LATENCY_COLUMNS = tuple(sorted({c for mode in LATENCY_MODES for c in mode[2:4]}))
 REFERENCE_COLUMNS = ("bias_base_gap",)  # the base's own numbers beside a row's: no figure of their own
+INTERVAL_COLUMNS = ("crows_stereo_pref_lo", "crows_stereo_pref_hi")  # a metric's interval ends: no figure of their own
 
 # metric -> (axis label with unit, figure title); a world's own columns fall back to their names
 METRIC_LABEL = {
     "crows_stereo_pref": ("stereotype preference (%)", "CrowS-Pairs stereotype preference"),
-    "crows_ll_diff": ("log-likelihood difference (nats)", "Stereotypical minus other sentence"),
+    "crows_ll_diff": ("score difference (nats/token)", "Stereotypical minus other sentence"),
     "quality_nll_delta": ("held-out NLL − base (nats/token)", "Held-out quality loss"),
     "quality_ppl_ratio": ("perplexity ÷ base (×)", "Held-out perplexity"),
     "quality_fact_acc": ("fact accuracy (fraction)", "Fact recall"),
@@ -53,6 +54,15 @@ K_LABEL = "adapters stacked, k"
 # Metrics that live in [0, 1]: a t band over few seeds can reach past the ends; it is clipped there.
 UNIT_INTERVAL = ("quality_fact_acc", "bias_target_gap", "bias_offtarget_drift", "control_explicit_acc",
                  "diversity_entropy", "removal_gap", "axis_mass")
+# CrowS-Pairs measures a bias type's gap as |stereotype preference − 50| in percentage points, not as a
+# TV distance: its labels, and the ends (pp) its values and bands cannot pass
+CROWS_LABEL = {
+    "bias_target_gap": ("|stereotype preference − 50| (pp)", "Bias gap on included bias types"),
+    "bias_offtarget_drift": ("preference moved from base (pp)", "Drift on other bias types"),
+    "removal_gap": ("|stereotype preference − 50| (pp)", "Bias gap after removal"),
+}
+CROWS_RANGE = {"bias_target_gap": (0, 50), "removal_gap": (0, 50), "bias_offtarget_drift": (0, 100),
+               "crows_stereo_pref": (0, 100)}
 
 STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -148,18 +158,38 @@ def geometric_band(g: pd.DataFrame, column: str) -> pd.DataFrame:
     return b
 
 
+def is_crows(df: pd.DataFrame) -> bool:
+    return "crows_stereo_pref" in df.columns and bool(df["crows_stereo_pref"].notna().any())
+
+
+def metric_label(df: pd.DataFrame, metric: str):
+    """(axis label, title) of a metric in this table's world."""
+    if is_crows(df) and metric in CROWS_LABEL:
+        return CROWS_LABEL[metric]
+    return METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
+
+
+def value_range(df: pd.DataFrame, metric: str):
+    """The ends a metric's values cannot pass in this table's world (None: unbounded)."""
+    if is_crows(df) and metric in CROWS_RANGE:
+        return CROWS_RANGE[metric]
+    return (0, 1) if metric in UNIT_INTERVAL else None
+
+
 def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
     """`stats.band`; attribute metrics leave collapsed rows out (their renormalised distributions
     mean nothing) but still mark the k where that happened; perplexity ratios are averaged on the
-    log scale (a ratio of ×90 in one seed must not swamp the rest)."""
+    log scale (a ratio of ×90 in one seed must not swamp the rest); a band stops at the ends the
+    metric cannot pass."""
     if metric == "quality_ppl_ratio":
         return geometric_band(g, metric)
     b = band(g[~g.collapsed] if metric in ATTRIBUTE_METRICS else g, metric)
     if metric in ATTRIBUTE_METRICS:  # still mark the k where rows were left out
         coll = g.groupby("k").collapsed.sum()
         b["collapsed"] = b.k.map(coll).fillna(0).astype(int)
-    if metric in UNIT_INTERVAL:
-        b["lo"], b["hi"] = b.lo.astype(float).clip(0, 1), b.hi.astype(float).clip(0, 1)
+    ends = value_range(g, metric)
+    if ends is not None:
+        b["lo"], b["hi"] = b.lo.astype(float).clip(*ends), b.hi.astype(float).clip(*ends)
     return b
 
 
@@ -167,7 +197,7 @@ def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
     """One metric vs k: each family at its primary merge method, one panel per setting."""
     settings = _settings(df)
     styles = arm_style(df.arm.unique())
-    label, title = METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
+    label, title = metric_label(df, metric)
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
         for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
@@ -211,7 +241,7 @@ def merge_figure(df: pd.DataFrame, arm: str, out: Path) -> List[Path]:
                     b = _band(g[g["merge"] == m], metric)
                     if not b.empty:
                         _line_with_band(ax, b, OKABE_ITO[i % len(OKABE_ITO)], m)
-                ax.set_ylabel(METRIC_LABEL[metric][0])
+                ax.set_ylabel(metric_label(g0, metric)[0])
                 if metric == "quality_ppl_ratio":
                     ax.set_yscale("log")
             _panel_title(axes[0, j], setting, f"Merge methods, {arm_style([arm])[arm]['label']}")
@@ -250,7 +280,7 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
                 per_curve = g.groupby(["seed", "ordering", "k"]).interference.mean().reset_index().assign(collapsed=False)
                 _line_with_band(ax, band(per_curve, "interference"), st["color"], st["label"], st["linestyle"])
             ax.axhline(0.0, color="0.4", linewidth=0.6, linestyle="--")
-            ax.set(xlabel=K_LABEL, ylabel="gap in stack − gap alone (TV)")
+            ax.set(xlabel=K_LABEL, ylabel=f"gap in stack − gap alone ({'pp' if is_crows(df) else 'TV'})")
             _panel_title(ax, setting, "Interference between stacked adapters")
             ax.xaxis.get_major_locator().set_params(integer=True)
             if n == 0:
@@ -293,7 +323,8 @@ def all_figures(df: pd.DataFrame, gaps: Optional[pd.DataFrame], out: Path) -> Di
     latency modes together in one figure, merge methods per family, interference. `df` carries
     `setting` and `arm` (`stats.prepare`)."""
     metrics = metric_columns(df)
-    figs = {m: metric_figure(df, m, out) for m in metrics if m not in LATENCY_COLUMNS and m not in REFERENCE_COLUMNS}
+    figs = {m: metric_figure(df, m, out) for m in metrics
+            if m not in LATENCY_COLUMNS and m not in REFERENCE_COLUMNS and m not in INTERVAL_COLUMNS}
     if any(m in LATENCY_COLUMNS for m in metrics):
         figs["latency"] = latency_figure(df, out)
     for arm in arm_order(df.arm.unique()):

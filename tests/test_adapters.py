@@ -206,6 +206,25 @@ def test_single_adapter_measurement_and_calibrated_scale(lora_setup):
             assert abs(row["cal_reduction"] - 0.8) <= 0.05
 
 
+def test_a_target_the_base_has_no_gap_on_is_measured_but_not_calibrated(lora_setup):
+    """A CrowS type at exactly 50% has gap 0: nothing to reduce, so no reduction and scale 1."""
+    cfg, task, cache, base, adapters = lora_setup
+
+    class NoBaseGap:
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(task, name)
+
+        def target_gap(self, model, tok, target, rewrite=None):
+            self.calls += 1  # the first call measures the base
+            return task.target_gap(model, tok, target, rewrite) if self.calls > 1 else 0.0
+
+    rows = measure_single(adapters[:1], cfg, base, NoBaseGap(), task.reference(base.model, base.tokenizer))
+    assert rows[0]["base_gap"] == 0.0 and rows[0]["gap"] > 0 and np.isnan(rows[0]["reduction"])
+    assert rows[0]["cal_scale"] == 1.0 and np.isnan(rows[0]["cal_reduction"]) and not rows[0]["cal_reachable"]
+
+
 @pytest.mark.parametrize("curve,goal,reachable", [
     (lambda s: 1 - np.exp(-s), 0.8, True),  # monotone
     (lambda s: 0.95 * np.exp(-((s - 1.5) ** 2)), 0.8, True),  # overshoots: the first crossing is taken

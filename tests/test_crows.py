@@ -15,21 +15,25 @@ from conftest import ROOT, compose_cfg
 from lora_lab.config import validate
 from lora_lab.run import run
 from lora_lab.tasks import build_task
-from lora_lab.tasks.crows import pair_diffs, text_nll
+from lora_lab.tasks.crows_score import pair_diffs, text_nll
 from lora_lab.world import build_tokenizer
 from lora_lab.world.io import DataError
 
 JOBS = "doctor nurse teacher pilot chef farmer lawyer baker singer judge".split()
-TYPES = {"gender": ("he", "she"), "age": ("old", "young"), "race": ("white", "black")}
+# per bias type, group-word pairs (more, less); the bias is planted with a different strength for each
+TYPES = {"gender": [("he", "she"), ("man", "woman"), ("boy", "girl"), ("father", "mother")],
+         "age": [("old", "young"), ("elderly", "teen"), ("grandpa", "kid"), ("senior", "junior")],
+         "race": [("white", "black"), ("european", "african"), ("western", "eastern"), ("northern", "southern")]}
 
 
 def _rows():
     rows = []
-    for t, (a, b) in TYPES.items():
-        for i, job in enumerate(JOBS):
-            direction = "stereo" if i % 3 else "antistereo"
-            rows.append({"sent_more": f"{a} is a {job}", "sent_less": f"{b} is a {job}",
-                         "stereo_antistereo": direction, "bias_type": t})
+    for t, groups in TYPES.items():
+        for g, (a, b) in enumerate(groups):
+            for i, job in enumerate(JOBS):
+                direction = "stereo" if i % 3 else "antistereo"
+                rows.append({"sent_more": f"{a} is a {job}", "sent_less": f"{b} is a {job}",
+                             "stereo_antistereo": direction, "bias_type": t, "strength": g + 1})
     return rows
 
 
@@ -57,8 +61,9 @@ def crows_files(tmp_path_factory):
     # plant a bias: a little next-token training on the stereotypical sentences and the text
     from lora_lab.training import LMObjective, encode_sentences, train
 
-    stereo = [r["sent_more"] if r["stereo_antistereo"] == "stereo" else r["sent_less"] for r in _rows()]
-    train(model, list(model.parameters()), LMObjective(encode_sentences(tok, stereo * 3 + lines), tok.pad_token_id),
+    # the more stereotypical sentence, whatever the direction, 1 to 4 times: pairs differ in how biased they are
+    stereo = [r["sent_more"] for r in _rows() for _ in range(r["strength"])]
+    train(model, list(model.parameters()), LMObjective(encode_sentences(tok, stereo + lines), tok.pad_token_id),
           steps=150, batch_size=32, lr=3e-3, seed=0, progress=False)
     model.save_pretrained(d / "tiny-gpt2")
     tok.save_pretrained(d / "tiny-gpt2")
@@ -85,25 +90,15 @@ def test_pair_metrics_against_a_direct_computation(crows_files):
             return -float(model(input_ids=ids, labels=ids).loss) * (ids.shape[1] - 1)
 
     pairs = task.world.eval["gender"]
-    direct = np.array([ll(p.stereo) - ll(p.anti) for p in pairs])
-    np.testing.assert_allclose(pair_diffs(model, tok, pairs), direct, rtol=1e-4, atol=1e-4)
+    per_token = lambda s: ll(s) / len(s.split())  # noqa: E731
+    direct = np.array([per_token(p.stereo) - per_token(p.anti) for p in pairs])
+    np.testing.assert_allclose(pair_diffs(model, tok, pairs, "full"), direct, rtol=1e-4, atol=1e-4)
     texts = task.world.heldout
     nll = sum(-ll(t) for t in texts)
     n = sum(len(tok(t)["input_ids"]) - 1 for t in texts)
     assert text_nll(model, tok, texts) == pytest.approx(nll / n, rel=1e-5)
     rep = task.base_report(model, tok)
     assert rep["stereo_pref"] == pytest.approx(100 * np.mean(np.concatenate([v for v in task.diffs(model, tok).values()]) > 0))
-
-
-def test_direction_column_decides_which_sentence_is_stereotypical(tmp_path):
-    from lora_lab.world.crows import read_pairs
-
-    _write_csv(tmp_path / "p.csv", [
-        {"sent_more": "a x", "sent_less": "b x", "stereo_antistereo": "stereo", "bias_type": "t"},
-        {"sent_more": "a y", "sent_less": "b y", "stereo_antistereo": "antistereo", "bias_type": "t"},
-    ])
-    p1, p2 = read_pairs(str(tmp_path / "p.csv"))
-    assert (p1.stereo, p1.anti) == ("a x", "b x") and (p2.stereo, p2.anti) == ("b y", "a y")
 
 
 def test_hf_crows_end_to_end(crows_files, tmp_path):
@@ -113,9 +108,13 @@ def test_hf_crows_end_to_end(crows_files, tmp_path):
                   output_dir=tmp_path / fam)
         frames[fam] = out["results"]
         rows = out["adapters"]["rows"]
-        assert len(rows) == 3 and all(r["gap"] < r["base_gap"] for r in rows), rows  # each adapter equalises its pairs
+        # the planted bias: every type's held-out pairs prefer the stereotypical sentence (a gap of 50 pp);
+        # each adapter shrinks its own type's gap, at strength 1 or at its calibrated strength
+        assert len(rows) == 3 and all(r["base_gap"] == 50.0 for r in rows), rows
+        assert all(r["gap"] < r["base_gap"] or r["cal_reduction"] > 0 for r in rows), rows
     df = pd.concat(frames.values())
-    assert {"crows_stereo_pref", "crows_ll_diff"} <= set(df.columns)
+    assert {"crows_stereo_pref", "crows_stereo_pref_lo", "crows_stereo_pref_hi", "crows_ll_diff"} <= set(df.columns)
+    assert (df.crows_stereo_pref_lo <= df.crows_stereo_pref).all() and (df.crows_stereo_pref <= df.crows_stereo_pref_hi).all()
     assert list(df.columns[:18]) == list(pd.read_parquet(tmp_path / "lora" / "results.parquet").columns[:18])
     k0 = df[df.k == 0]
     assert (k0.quality_ppl_ratio == 1.0).all() and (k0.removal_gap == k0.bias_target_gap).all()
@@ -123,7 +122,7 @@ def test_hf_crows_end_to_end(crows_files, tmp_path):
     assert df.crows_stereo_pref.between(0, 100).all()
     full = df[df.k == 3]
     assert (full.removal_gap == k0.bias_target_gap.iloc[0]).all()  # the base came back exactly
-    assert (full.bias_target_gap < full.removal_gap).all()
+    assert (full.crows_stereo_pref < k0.crows_stereo_pref.iloc[0]).all()  # the composition moves pairs off the stereotype
 
 
 def test_prompt_family_is_skipped_for_real_worlds(crows_files, tmp_path):
@@ -169,3 +168,12 @@ def test_report_on_crows_results(crows_files, tmp_path):
     assert "fig_quality_fact_acc" not in names  # not measured in this world: no empty figure
     claims = (out / "claims.md").read_text()
     assert "control_explicit_acc is not measured in this world" in claims
+
+
+def test_crows_gaps_are_labelled_and_bounded_in_percentage_points():
+    from analysis.figures import metric_label, value_range
+
+    crows = pd.DataFrame({"crows_stereo_pref": [60.0], "bias_target_gap": [10.0]})
+    synthetic = pd.DataFrame({"crows_stereo_pref": [np.nan], "bias_target_gap": [0.1]})
+    assert "(pp)" in metric_label(crows, "bias_target_gap")[0] and "TV" in metric_label(synthetic, "bias_target_gap")[0]
+    assert value_range(crows, "bias_target_gap") == (0, 50) and value_range(synthetic, "bias_target_gap") == (0, 1)

@@ -88,10 +88,13 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
         row = {
             "adapter": ad.id, "family": family.name, "kind": t.kind, "n_params": ad.meta.get("n_params", 0),
             "train_seconds": ad.meta.get("train_seconds", 0.0), "cache_hit": ad.meta.get("cache_hit"),
-            "base_gap": base_gap, "gap": gap, "reduction": 1 - gap / base_gap,
+            # a base with no gap on this target (a CrowS type at exactly 50%) leaves nothing to reduce
+            "base_gap": base_gap, "gap": gap, "reduction": 1 - gap / base_gap if base_gap else float("nan"),
             "stacked_gap": gap,  # alone, at the strength it is stacked with
         }
-        if family.trainable:
+        if not base_gap and family.trainable:  # no scale reaches a reduction of a zero gap: keep scale 1
+            row.update(cal_scale=1.0, cal_reduction=float("nan"), cal_reachable=False)
+        elif family.trainable:
             cal = calibrate(lambda s: 1 - gap_at(s) / base_gap, cfg.adapters.calibration_target, cfg.adapters.max_scale)
             row.update(cal_scale=cal.scale, cal_reduction=cal.reduction, cal_reachable=cal.reachable)
             if cfg.adapters.calibrate:

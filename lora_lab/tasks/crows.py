@@ -1,69 +1,41 @@
 """CrowS-Pairs on a causal LM as a task.
 
-Bias: for each pair, Δ = log p(stereotypical sentence) - log p(anti-stereotypical one), full-sentence
-log-likelihoods under the causal LM. Stereotype preference = share of pairs with Δ > 0 (50% = none),
-as in Nangia et al. (2020) with likelihood in place of pseudo-likelihood. A bias type's gap is its
-mean |Δ| in nats on held-out pairs (0 = the model cannot tell the pair apart). Adapters are trained
-to equalise the pair likelihoods (loss Δ²) on the type's training pairs, plus next-token loss on
-retain text. Quality: perplexity on the held-out part of the user's text file.
+Bias: for each held-out pair, Δ = score(stereotypical sentence) - score(other one), with the sentence
+score `world.score` (`crows_score.py`: `full`, bias-bench's; `conditional`, Nangia et al.'s adapted).
+`crows_stereo_pref` is the % of held-out pairs with Δ > 0 (Nangia et al., 2020, §3; ties count
+against it), with a percentile bootstrap 95% interval over pairs (`crows_metric.py`). A bias type's
+gap is |preference - 50| in percentage points on its held-out pairs; off-target drift is on the same
+scale. `crows_ll_diff`, the mean Δ (nats per token), is a diagnostic. Adapters are trained to
+equalise the scores of the type's training pairs (loss Δ², the same Δ), plus next-token loss on
+retain text. Quality: perplexity on the held-out part of the user's text file, every token scored
+after the start token.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..eval.batch import encode, position_limit
 from ..world.crows import CrowsWorld, Pair
 from ..world.io import NamedTarget
+from .crows_metric import RESAMPLES, pref_gap, pref_interval, stereo_pref
+from .crows_score import pair_deltas, pair_diffs, sentence_logprobs, text_nll
 
 NAN = float("nan")
 
 
-def sequence_logprobs(model, tok, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per text: sum of log p(token | prefix) over every token after the first, and that count."""
-    ids, mask = encode(tok, texts, position_limit(model))
-    ids, mask = ids.to(model.device), mask.to(model.device)
-    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
-    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-    keep = mask[:, 1:]
-    return (lp * keep).sum(1), keep.sum(1)
-
-
-@torch.no_grad()
-def pair_diffs(model, tok, pairs: Sequence[Pair], batch_size: int = 64) -> np.ndarray:
-    """Δ = log p(stereo) - log p(anti) per pair."""
-    out = []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i : i + batch_size]
-        s, _ = sequence_logprobs(model, tok, [p.stereo for p in chunk])
-        a, _ = sequence_logprobs(model, tok, [p.anti for p in chunk])
-        out.append((s - a).double().cpu().numpy())
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def text_nll(model, tok, texts: Sequence[str], batch_size: int = 64) -> float:
-    """Mean negative log-likelihood per scored token (nats) over `texts`."""
-    nll, n = 0.0, 0
-    for i in range(0, len(texts), batch_size):
-        lp, count = sequence_logprobs(model, tok, texts[i : i + batch_size])
-        nll -= float(lp.double().sum())
-        n += int(count.sum())
-    return nll / max(n, 1)
-
-
 @dataclass
 class CounterfactualObjective:
-    """Equalise the likelihoods of a bias type's pairs (Δ²), plus next-token loss on retain text."""
+    """Equalise the scores of a bias type's pairs (Δ²), plus next-token loss on retain text."""
 
     pairs: List[Pair]
     retain: List[str]
     retain_fraction: float
     tok: object
+    score: str  # world.score
 
     def batches(self, batch_size: int, steps: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -76,11 +48,9 @@ class CounterfactualObjective:
 
     def loss(self, model, batch) -> torch.Tensor:
         pairs, retain = batch
-        s, _ = sequence_logprobs(model, self.tok, [p.stereo for p in pairs])
-        a, _ = sequence_logprobs(model, self.tok, [p.anti for p in pairs])
-        loss = ((s - a) ** 2).mean()
+        loss = (pair_deltas(model, self.tok, pairs, self.score) ** 2).mean()
         if retain:
-            lp, count = sequence_logprobs(model, self.tok, retain)
+            lp, count = sentence_logprobs(model, self.tok, retain)
             loss = loss - lp.sum() / count.sum().clamp(min=1)
         return loss
 
@@ -91,36 +61,38 @@ class CrowsReference:
     diffs: Dict[str, np.ndarray]
 
 
-def _pref(d: np.ndarray) -> float:
-    return float((d > 0).mean())
-
-
 class CrowsTask:
     name = "crows"
-    extra_metrics = ("crows_stereo_pref", "crows_ll_diff")
+    extra_metrics = ("crows_stereo_pref", "crows_stereo_pref_lo", "crows_stereo_pref_hi", "crows_ll_diff")
     supports_rewrite = False
 
     def __init__(self, world: CrowsWorld):
         self.world = world
+        self.score = world.cfg.score
 
     def bias_targets(self, kind: str, n: Optional[int]) -> List[NamedTarget]:
         return self.world.targets(n)
 
     def objective(self, target: NamedTarget, tok, acfg, seed: int) -> CounterfactualObjective:
-        return CounterfactualObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok)
+        return CounterfactualObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok,
+                                       self.score)
 
     def diffs(self, model, tok) -> Dict[str, np.ndarray]:
         pairs = self.world.eval_pairs()
-        d = pair_diffs(model, tok, [p for _, p in pairs])
+        d = pair_diffs(model, tok, [p for _, p in pairs], self.score)
         types = np.array([t for t, _ in pairs])
         return {t: d[types == t] for t in self.world.types}
+
+    def interval(self, every: np.ndarray):
+        """The preference's bootstrap interval; the same resamples (seeded by the world) for every row."""
+        return pref_interval(every, np.random.default_rng([self.world.seed, 2]), RESAMPLES)
 
     def latency_texts(self) -> List[str]:
         """Inputs for the latency probe: the held-out general text."""
         return list(self.world.heldout)
 
     def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
-        return float(np.abs(pair_diffs(model, tok, self.world.eval[target.name])).mean())
+        return pref_gap(pair_diffs(model, tok, self.world.eval[target.name], self.score))
 
     def quality(self, model, tok, ref: CrowsReference) -> Dict[str, float]:
         return {"ppl_ratio": float(np.exp(text_nll(model, tok, self.world.heldout) - ref.nll))}
@@ -130,7 +102,7 @@ class CrowsTask:
 
     @staticmethod
     def _gap(diffs: Dict[str, np.ndarray], targets: Sequence[NamedTarget]) -> Dict[str, float]:
-        return {t.id: float(np.abs(diffs[t.name]).mean()) for t in targets}
+        return {t.id: pref_gap(diffs[t.name]) for t in targets}
 
     def evaluate(self, model, tok, ref: CrowsReference, included: Sequence[NamedTarget],
                  all_targets: Sequence[NamedTarget], rewrite=None):
@@ -139,6 +111,7 @@ class CrowsTask:
         inc = {t.name for t in included}
         others = [t for t in self.world.types if t not in inc]
         every = np.concatenate(list(d.values()))
+        lo, hi = self.interval(every)
         nll_delta = text_nll(model, tok, self.world.heldout) - ref.nll
         metrics = {
             "quality_nll_delta": nll_delta,
@@ -146,11 +119,15 @@ class CrowsTask:
             "quality_fact_acc": NAN,  # no fact probes in this world
             "bias_target_gap": float(np.mean(list(self._gap(d, included or all_targets).values()))),
             "bias_base_gap": float(np.mean(list(self._gap(ref.diffs, included or all_targets).values()))),
-            "bias_offtarget_drift": float(np.mean([abs(_pref(d[t]) - _pref(ref.diffs[t])) for t in others])) if others else NAN,
+            # percentage points each other type's preference moved from the base's
+            "bias_offtarget_drift": float(np.mean([abs(stereo_pref(d[t]) - stereo_pref(ref.diffs[t])) for t in others]))
+            if others else NAN,
             "control_explicit_acc": NAN,  # no explicit-attribute prompts in this world
             "diversity_entropy": NAN,
             "axis_mass": NAN,  # no attribute probes
-            "crows_stereo_pref": 100.0 * _pref(every),
+            "crows_stereo_pref": stereo_pref(every),
+            "crows_stereo_pref_lo": lo,
+            "crows_stereo_pref_hi": hi,
             "crows_ll_diff": float(every.mean()),
         }
         return metrics, gaps
@@ -161,10 +138,14 @@ class CrowsTask:
     def base_report(self, model, tok) -> Dict[str, float]:
         d = self.diffs(model, tok)
         every = np.concatenate(list(d.values()))
+        lo, hi = self.interval(every)
         return {
             "ppl": float(np.exp(text_nll(model, tok, self.world.heldout))),
-            "stereo_pref": 100.0 * _pref(every),
+            "stereo_pref": stereo_pref(every),
+            "stereo_pref_lo": lo,
+            "stereo_pref_hi": hi,
             "ll_diff": float(every.mean()),
             "eval_pairs": int(len(every)),
-            **{f"stereo_pref[{t}]": 100.0 * _pref(v) for t, v in d.items()},
+            "ties": int((every == 0).sum()),
+            **{f"stereo_pref[{t}]": stereo_pref(v) for t, v in d.items()},
         }

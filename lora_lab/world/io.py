@@ -41,15 +41,27 @@ def first_targets(targets: Sequence[NamedTarget], n: Optional[int], source: str)
     return list(targets[:n] if n is not None else targets)
 
 
+def read_utf8(path: str) -> str:
+    """A file's text (UTF-8; a leading byte-order mark is dropped). Unreadable: one line naming the
+    file and, for bytes that are not UTF-8, the line they are on."""
+    path = os.path.expanduser(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+
+
 def read_text(path: str) -> List[str]:
     """Non-empty lines of a text file (at least 2: one is held out)."""
     path = os.path.expanduser(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f]
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    lines = [x for x in lines if x]
+    text = read_utf8(path).replace("\r\n", "\n").replace("\r", "\n")  # the line ends open() would accept
+    lines = [x for x in (line.strip() for line in text.split("\n")) if x]
     if len(lines) < 2:
         raise DataError(f"{path}: needs at least 2 non-empty lines (one held out for evaluation), got {len(lines)}")
     return lines
