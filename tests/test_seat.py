@@ -196,9 +196,32 @@ def test_split_by_term_is_disjoint_in_terms_and_sentences():
                 assert len(set(ev) & set(tr)) == 0 and set(ev) | set(tr) == set(t.sets[key])
                 assert len({term_of[s] for s in ev} & {term_of[s] for s in tr}) == 0
                 assert {term_of[s] for s in ev} and {term_of[s] for s in tr}  # a term on each side
-            every = lambda side: {s for k in SETS for s in side[name][k]}  # noqa: E731
-            assert len(every(w.eval) & every(w.train)) == 0
+        every = lambda side: {s for name in side for k in SETS for s in side[name][k]}  # noqa: E731
+        assert len(every(w.eval) & every(w.train)) == 0  # across tests too: WEAT 1 and 2 share sentences
+        words = lambda side: {(name, k): {word_of[name, k][s] for s in side[name][k]} for name in side for k in SETS}  # noqa: E731
+        assert len(set().union(*words(w.eval).values()) & set().union(*words(w.train).values())) == 0
         assert len(set(w.heldout) & set(w.retain)) == 0
+
+
+def test_a_set_whose_shared_terms_all_have_one_side_is_a_data_error(tmp_path):
+    a = _test_obj()
+    b = _test_obj(("ant", "rose"))  # both terms also in test a, where each already has a side
+    b["targ2"]["examples"] = [s.replace("ant", "bee").replace("flea", "gnat").replace("moth", "wasp") for s in b["targ2"]["examples"]]
+    (tmp_path / "a.jsonl").write_text(json.dumps(a, indent=2))
+    (tmp_path / "b.jsonl").write_text(json.dumps(b, indent=2))
+    outcomes = []
+    for seed in range(12):
+        try:
+            w = SeatWorld(SeatWorldConfig(path=str(tmp_path)), seed)
+        except DataError as e:
+            assert f"{tmp_path / 'b.jsonl'}:1: field 'targ1.examples': every term is already on the" in str(e)
+            outcomes.append("error")
+        else:  # the two terms keep the sides test a gave them, one on each
+            held = lambda name, key, word: any(s.endswith(f" {word}.") for s in w.eval[name][key])  # noqa: E731
+            assert held("a", "targ2", "ant") == held("b", "targ1", "ant") != held("b", "targ1", "rose")
+            assert held("a", "targ1", "rose") == held("b", "targ1", "rose")
+            outcomes.append("split")
+    assert set(outcomes) == {"error", "split"}
 
 
 def test_a_set_with_one_term_is_a_data_error_naming_file_and_set(tmp_path):

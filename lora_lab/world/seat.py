@@ -9,7 +9,7 @@ A sentence repeated within a set counts once (the published code keys encodings 
 
 The statistics are in `weat.py`. SEAT files do not name the word (term) a sentence was made
 from; `terms` infers it, so that all sentences of one word land on the same side of the
-adapter-training / evaluation split (`SeatWorld`).
+adapter-training / evaluation split, in every test that uses the word (`split_by_term`).
 """
 
 from __future__ import annotations
@@ -115,18 +115,35 @@ def terms(test: SeatTest) -> Dict[str, Dict[Tuple[str, ...], List[str]]]:
     return out
 
 
-def split_by_term(test: SeatTest, fraction: float, rng: np.random.Generator):
-    """({set: eval sentences}, {set: train sentences}, {set: eval terms}): `fraction` of each set's
-    terms held out for evaluation (at least one on each side), with all of their sentences."""
+def split_by_term(tests: List[SeatTest], fraction: float, rng: np.random.Generator):
+    """Per test name: ({set: eval sentences}, {set: train sentences}, {set: eval terms}).
+
+    Each set's terms are split like `io.holdout` (round(fraction * n) held out for evaluation, at
+    least one on each side), with all of their sentences. A term keeps its side across tests: tests
+    that share words (WEAT 1 and 2 share their attribute sets) never train one test's adapter on
+    a sentence another test is evaluated on. Tests are taken in order; a set whose terms all have a
+    side already keeps those sides."""
+    held_out: Dict[Tuple[str, ...], bool] = {}  # term -> on the evaluation side
     ev, tr, ev_terms = {}, {}, {}
-    for key, groups in terms(test).items():
-        if len(groups) < 2:
-            raise DataError(f"{test.source}: field '{key}.examples': needs sentences of at least 2 terms (one held out "
-                            f"for evaluation), found {len(groups)}: {[' '.join(t) for t in groups]}")
-        held, rest = holdout(list(groups), fraction, rng)
-        ev[key] = [s for t in held for s in groups[t]]
-        tr[key] = [s for t in rest for s in groups[t]]
-        ev_terms[key] = [" ".join(t) for t in held]
+    for test in tests:
+        ev[test.name], tr[test.name], ev_terms[test.name] = {}, {}, {}
+        for key, groups in terms(test).items():
+            where = f"{test.source}: field '{key}.examples'"
+            if len(groups) < 2:
+                raise DataError(f"{where}: needs sentences of at least 2 terms (one held out for evaluation), "
+                                f"found {len(groups)}: {[' '.join(t) for t in groups]}")
+            new = [g for g in groups if g not in held_out]
+            want = min(len(groups) - 1, max(1, int(round(fraction * len(groups)))))
+            k = min(len(new), max(0, want - sum(held_out[g] for g in groups if g in held_out)))
+            for i, j in enumerate(rng.permutation(len(new))):
+                held_out[new[j]] = i < k
+            held = [g for g in groups if held_out[g]]
+            if not held or len(held) == len(groups):  # only when every term already had a side
+                raise DataError(f"{where}: every term is already on the {'evaluation' if held else 'training'} side "
+                                f"through other tests that share it; another world.seed splits them differently")
+            ev[test.name][key] = [s for g in held for s in groups[g]]
+            tr[test.name][key] = [s for g in groups if not held_out[g] for s in groups[g]]
+            ev_terms[test.name][key] = [" ".join(g) for g in held]
     return ev, tr, ev_terms
 
 
@@ -146,12 +163,9 @@ class SeatWorld:
         self.cfg = cfg
         self.seed = resolve_seed(cfg.seed, seed)
         self.tests = {t.name: t for t in read_tests(cfg.path or str(SHIPPED))}
-        rng = np.random.default_rng(self.seed)
-        self.train: Dict[str, Dict[str, List[str]]] = {}
-        self.eval: Dict[str, Dict[str, List[str]]] = {}
-        self.eval_terms: Dict[str, Dict[str, List[str]]] = {}
-        for name, t in self.tests.items():
-            self.eval[name], self.train[name], self.eval_terms[name] = split_by_term(t, cfg.eval_fraction, rng)
+        # test name -> set -> sentences (eval, train) or held-out terms
+        self.eval, self.train, self.eval_terms = split_by_term(list(self.tests.values()), cfg.eval_fraction,
+                                                               np.random.default_rng(self.seed))
         lines = distinct_lines(cfg.text_path or str(SHIPPED / "general.txt"))
         # at least 2 held out: the similarity structure needs a pair
         self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]), minimum=2)
