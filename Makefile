@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_seat.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,7 +1,8 @@
 """`python -m analysis.report SWEEP_DIR`: figures, the H1-H6 claims table and a dashboard.
 
 Reads every `results.parquet` (and `target_gaps.parquet`) under SWEEP_DIR, de-duplicated, and
-writes SWEEP_DIR/report/: fig_*.pdf + fig_*.png, claims.md, claims.tex, dashboard.html.
+writes SWEEP_DIR/report/: fig_*.pdf + fig_*.png, claims.md (with a table of SEAT tests when the run
+measured them), claims.tex, dashboard.html.
 The output is a deterministic function of the tables (t-based intervals: no resampling). Options:
 `--alpha`, `--flat-margin`, `--gap-goal` (see `--help`).
 """
@@ -93,7 +94,38 @@ def collapse_markdown(a: Analysis) -> List[str]:
     return lines
 
 
-def claims_markdown(a: Analysis, opt: Options) -> str:
+SEAT_COLUMNS = ["base_effect_size", "effect_size", "noise_floor", "p_value"]  # target_gaps.parquet, SEAT runs
+
+
+def seat_markdown(a: Analysis, gaps: Optional[pd.DataFrame]) -> List[str]:
+    """Per setting, family (arm), merge and SEAT test at the largest k: the base's effect size d,
+    d and its p-value and noise floor there; each the mean over seeds of the seed's mean over
+    orderings. Empty when the table has no SEAT statistics."""
+    if gaps is None or not set(SEAT_COLUMNS) <= set(gaps.columns):
+        return []
+    ids = a.data.drop_duplicates("config_hash").set_index("config_hash")[["setting", "arm"]]
+    g = gaps.join(ids, on="config_hash").dropna(subset=["setting", *SEAT_COLUMNS])
+    if g.empty:
+        return []
+    keys = ["setting", "arm", "merge", "adapter"]
+    last = g[g.k == g.groupby(keys).k.transform("max")]
+    per_seed = last.groupby([*keys, "seed", "k"])[SEAT_COLUMNS].mean().reset_index()
+    t = per_seed.groupby(keys).agg(k=("k", "first"), seeds=("seed", "nunique"), **{c: (c, "mean") for c in SEAT_COLUMNS})
+    multi = bool(a.setting_fields)
+    lines = ["", "## SEAT tests", "",
+             "Each SEAT test's effect size d on its held-out terms, for the base and with the largest stack; the noise floor is",
+             "the mean |d| over the permutation test's re-partitions (random target labels) and p is one-sided. Means over",
+             "seeds of each seed's mean over orderings.", "",
+             "| " + ("setting | " if multi else "") + "family | merge | test | k | base d | d | noise floor | p | seeds |",
+             "|" + ("---|" if multi else "") + "---|---|---|---|---|---|---|---|---|"]
+    for (setting, arm, merge, test), r in t.iterrows():
+        lines.append("| " + (f"{_md(setting)} | " if multi else "") +
+                     f"{arm} | {merge} | {test} | {int(r.k)} | {_fmt(r.base_effect_size)} | {_fmt(r.effect_size)} | "
+                     f"{_fmt(r.noise_floor)} | {_p(r.p_value)} | {int(r.seeds)} |")
+    return lines
+
+
+def claims_markdown(a: Analysis, opt: Options, gaps: Optional[pd.DataFrame] = None) -> str:
     multi = bool(a.setting_fields)
     tested = sum(1 for c in a.claims if c.p == c.p)
     lines = [
@@ -135,6 +167,7 @@ def claims_markdown(a: Analysis, opt: Options) -> str:
             lines.append("| " + (f"{_md(r.setting)} | " if multi else "") +
                          f"{r.merge} | {r.output} - {r.weight} | {int(r.k)} | {_fmt(r.diff)} | [{_fmt(r.lo)}, {_fmt(r.hi)}] | "
                          f"{_p(r.p)} | {_p(r.p_adj)} | {int(r.n)} | {'yes' if r.in_range else 'no'} |")
+    lines += seat_markdown(a, gaps)
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +207,7 @@ def build(sweep_dir: Path, out: Optional[Path] = None, opt: Optional[Options] = 
     out = Path(out) if out else Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(df, opt)
-    (out / "claims.md").write_text(claims_markdown(a, opt))
+    (out / "claims.md").write_text(claims_markdown(a, opt, gaps))
     (out / "claims.tex").write_text(claims_latex(a))
     all_figures(a.data, gaps, out)
     write_dashboard(a.data, a.claims, out / "dashboard.html", title=Path(sweep_dir).resolve().name)

@@ -154,9 +154,9 @@ class SeatWorldConfig:
     name: str = "seat"
     path: Optional[str] = None  # directory of *.jsonl tests; None: the set lora_lab ships (WEAT 1, 2, 6, 7, 8)
     text_path: Optional[str] = None  # general sentences, one per line; None: the shipped ones
-    eval_fraction: float = 0.5  # share of each set's sentences held out for evaluation
+    eval_fraction: float = 0.5  # share of each set's terms (words) held out for evaluation, with all their sentences
     heldout_fraction: float = 0.5  # share of the general sentences held out for the similarity check
-    permutations: int = 10000  # permutation test: exact when there are at most this many partitions
+    permutations: int = 10000  # permutation test (p-value, noise floor): exact up to this many partitions, else this many drawn
     seed: Optional[int] = None  # the splits' seed; None: the run's `seed`
 
     def __post_init__(self) -> None:

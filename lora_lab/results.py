@@ -35,18 +35,21 @@ def to_frame(rows: Sequence[Dict[str, Any]], extra_metrics: Sequence[str] = ()) 
 
 def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:
     """Long table: one row per (composition, included adapter) with the adapter's own gap there
-    and alone (k = 1, at the strength it is stacked with)."""
+    and alone (k = 1, at the strength it is stacked with). A task's per-target value is a gap, or
+    a dict with "gap" and extra float fields (SEAT: the effect size, p-value, noise floor), which
+    become columns after `alone_gap` (NaN where a value has no such field)."""
     from .stacking import TARGET_GAPS
 
-    out = [
-        {"run_id": r["run_id"], "family": r["family"], "merge": r["merge"], "ordering": r["ordering"], "k": r["k"],
-         "seed": r["seed"], "config_hash": r["config_hash"], "adapter": a, "position": i + 1, "gap": g,
-         "alone_gap": alone[a]}
-        for r in rows
-        for i, (a, g) in enumerate(r[TARGET_GAPS].items())
-    ]
-    return pd.DataFrame(out, columns=["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter",
-                                      "position", "gap", "alone_gap"])
+    columns = ["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter", "position", "gap", "alone_gap"]
+    out, extra = [], {}
+    for r in rows:
+        for i, (a, g) in enumerate(r[TARGET_GAPS].items()):
+            fields = dict(g) if isinstance(g, dict) else {"gap": g}
+            extra.update(dict.fromkeys(k for k in fields if k != "gap"))
+            out.append({"run_id": r["run_id"], "family": r["family"], "merge": r["merge"], "ordering": r["ordering"],
+                        "k": r["k"], "seed": r["seed"], "config_hash": r["config_hash"], "adapter": a, "position": i + 1,
+                        "alone_gap": alone[a], **fields})
+    return pd.DataFrame(out, columns=[*columns, *extra]).astype({c: "float64" for c in extra})
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:

@@ -23,7 +23,8 @@ from .latency import fixed_batch, forward_ms
 from .eval.metrics import METRICS
 from .merges import MergeParams, accumulator
 
-TARGET_GAPS = "_target_gaps"  # per-row {adapter id: its own gap}; goes to target_gaps.parquet, not results
+# per-row {adapter id: its own gap, or {"gap": ..., extra float fields}}; goes to target_gaps.parquet, not results
+TARGET_GAPS = "_target_gaps"
 # `config` is the JSON of `numbers_config`: the report reads which settings differ between rows from it.
 IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash",
             "config")

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats as sps
 
 from analysis import stats
-from analysis.report import build, main
+from analysis.report import build, claims_markdown, load, main
 from analysis.simulate import simulate
 from conftest import ROOT
 
@@ -277,7 +277,7 @@ def test_report_files_deterministic_and_deduplicated(tmp_path):
     assert len(pdfs) == len(pngs) and (out / "fig_latency.pdf").exists() and (out / "fig_quality_nll_delta.pdf").exists()
     md = (out / "claims.md").read_text()
     assert "| H1 (lora, sum) |" in md and "| H6 (lora merged, sum) |" in md and "p (Holm)" in md
-    assert "All rows share one setting" in md and "## H2 at each k" in md
+    assert "All rows share one setting" in md and "## H2 at each k" in md and "## SEAT tests" not in md
     assert re.search(r"\| H1 \(lora, sum\) \|.*\| 5 \| supported \|", md)  # n = 5 seeds, not 15 curves or 30 rows
     assert "\\begin{tabular}" in (out / "claims.tex").read_text()
     first = {p.name: p.read_bytes() for p in [out / "claims.md", out / "claims.tex", out / "dashboard.html", *pdfs]}
@@ -326,6 +326,32 @@ def test_cli_runs_as_a_module_with_options(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "dashboard.html" in r.stdout and (d / "report" / "dashboard.html").exists()
     assert "margin ×[0.99, 1.01]" in (d / "report" / "claims.md").read_text()
+
+
+def test_report_has_a_seat_table_when_target_gaps_carry_seat_statistics(tmp_path):
+    df = table(effect=1.0)
+    rows = []
+    for r in df[(df.k > 0) & (df.family != "prompt")].itertuples():
+        for i, test in enumerate(("seat:weat1", "seat:weat2")):
+            rows.append({"run_id": "r", "family": r.family, "merge": r.merge, "ordering": r.ordering, "k": r.k, "seed": r.seed,
+                         "config_hash": r.config_hash, "adapter": test, "position": i + 1, "gap": 0.0, "alone_gap": 0.0,
+                         "effect_size": 1.0 + i - 0.1 * r.k + 0.01 * r.seed + 0.001 * r.ordering,
+                         "p_value": 0.01 * (r.seed + 1), "noise_floor": 0.2 + 0.01 * r.ordering, "base_effect_size": 1.0 + i})
+    d = _write(df, tmp_path / "sweep")
+    pd.DataFrame(rows).to_parquet(d / "target_gaps.parquet", index=False)
+    results, gaps = load(d)
+    md = claims_markdown(stats.analyse(results, stats.Options()), stats.Options(), gaps)  # claims.md, without figures
+    assert "## SEAT tests" in md
+    k = df.k.max()
+    for family in ("lora", "steer"):
+        for i, test in enumerate(("seat:weat1", "seat:weat2")):
+            per_seed = []  # mean over orderings within a seed, then over seeds
+            for seed in range(5):
+                per_seed.append(np.mean([1.0 + i - 0.1 * k + 0.01 * seed + 0.001 * o for o in range(3)]))
+            p = np.mean([0.01 * (seed + 1) for seed in range(5)])
+            floor = np.mean([0.2 + 0.01 * o for o in range(3)])
+            line = f"| {family} | sum | {test} | {k} | {1.0 + i:.3g} | {np.mean(per_seed):.3g} | {floor:.3g} | {p:.3f} | 5 |"
+            assert line in md, line
 
 
 def test_the_report_imports_no_torch():

@@ -7,6 +7,7 @@ learning rate) differs. Each adapter is cached by content, like the base.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import zlib
 from typing import Any, Dict, List
 
@@ -17,7 +18,10 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache, content_key
 from ..merges.lowrank import densify
 from . import Adapter, get_family
-from .calibrate import calibrate
+from .calibrate import Calibration, calibrate
+
+log = logging.getLogger("lora_lab")
+NAN = float("nan")
 
 
 # Shared by every family: next-token cross-entropy on the completion (the attribute value and
@@ -85,19 +89,24 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
                 return task.target_gap(model, tok, t)
 
         gap = gap_at(1.0)
+        reducible = base_gap > 0
+        if not reducible:
+            # e.g. a SEAT test whose base |d| is within its noise floor: there is no gap to cut
+            log.warning("%s: base gap is 0, nothing to reduce: reduction NaN, calibration unreachable, "
+                        "stacked at its trained strength", t.id)
         row = {
             "adapter": ad.id, "family": family.name, "kind": t.kind, "n_params": ad.meta.get("n_params", 0),
             "train_seconds": ad.meta.get("train_seconds", 0.0), "cache_hit": ad.meta.get("cache_hit"),
-            # a base with no gap on this target (a CrowS type at exactly 50%) leaves nothing to reduce
-            "base_gap": base_gap, "gap": gap, "reduction": 1 - gap / base_gap if base_gap else float("nan"),
+            "base_gap": base_gap, "gap": gap, "reduction": 1 - gap / base_gap if reducible else NAN,
             "stacked_gap": gap,  # alone, at the strength it is stacked with
         }
-        if not base_gap and family.trainable:  # no scale reaches a reduction of a zero gap: keep scale 1
-            row.update(cal_scale=1.0, cal_reduction=float("nan"), cal_reachable=False)
-        elif family.trainable:
-            cal = calibrate(lambda s: 1 - gap_at(s) / base_gap, cfg.adapters.calibration_target, cfg.adapters.max_scale)
+        if family.trainable:
+            if reducible:
+                cal = calibrate(lambda s: 1 - gap_at(s) / base_gap, cfg.adapters.calibration_target, cfg.adapters.max_scale)
+            else:
+                cal = Calibration(ad.scale, NAN, reachable=False)
             row.update(cal_scale=cal.scale, cal_reduction=cal.reduction, cal_reachable=cal.reachable)
-            if cfg.adapters.calibrate:
+            if cfg.adapters.calibrate and reducible:
                 ad.scale = cal.scale
                 row["stacked_gap"] = base_gap * (1 - cal.reduction)
         with family.apply(model, ad.scaled()):
@@ -111,10 +120,11 @@ QUALITY_WORST = {"fact_acc": min, "similarity_spearman": min, "ppl_ratio": max}
 
 
 def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    red = np.array([r["reduction"] for r in rows])
+    red = np.array([r["reduction"] for r in rows], dtype=float)
+    red = red[~np.isnan(red)]  # adapters whose target had no gap to reduce
     out = {
         "n": len(rows),
-        "reduction_mean": float(red.mean()), "reduction_min": float(red.min()),
+        "reduction_mean": float(red.mean()) if len(red) else NAN, "reduction_min": float(red.min()) if len(red) else NAN,
         **{f"{q}_worst": float(worst(r[q] for r in rows)) for q, worst in QUALITY_WORST.items() if rows and q in rows[0]},
         "n_params_per_adapter": rows[0]["n_params"] if rows else 0,
         "train_seconds_total": float(sum(r["train_seconds"] or 0 for r in rows)),

@@ -8,7 +8,8 @@ not a second pipeline:
     target_gap(model, tok, target, rewrite=None)     -> float, 0 = target reached
     reference(model, tok)                 -> the base's numbers, computed once; what everything is compared with
     quality(model, tok, ref)              -> {name: float}, measured for each adapter alone
-    evaluate(model, tok, ref, included, all_targets, rewrite=None) -> (metric columns, per-target gaps)
+    evaluate(model, tok, ref, included, all_targets, rewrite=None) -> (metric columns, per-target gaps: {id: gap}
+                                          or {id: {"gap": gap, more float fields}}, columns of target_gaps.parquet)
     removal_gap(model, tok, included, all_targets)   -> float, after the composition is removed
     base_report(model, tok)               -> dict for base_report.json
     rewrite(targets)                      -> prompt-family rewrite rules (tasks that support it)

@@ -1,10 +1,13 @@
 """SEAT on a sentence encoder as a task.
 
-Embeddings are mean-pooled last hidden states (all-MiniLM-L6-v2's pooling). A test's gap is |d|,
-its effect size on held-out sentences. An adapter is trained to shrink d² on the test's training
-sentences while keeping the embeddings of general sentences where the base put them (1 - cosine).
-Quality: Spearman correlation between the base's and the adapted model's pairwise cosine
-similarities on held-out general sentences (1 = the similarity structure is preserved).
+Embeddings are mean-pooled last hidden states (all-MiniLM-L6-v2's pooling). Each test is measured
+on its held-out terms' sentences (`world.seat`): effect size d, one-sided permutation p-value and
+noise floor (`world.weat`). A test's gap is its effect size beyond the noise floor,
+max(|d| - floor, 0): 0 when |d| is no larger than what it is with random target labels. An
+adapter is trained to shrink d² on the test's training terms while keeping the embeddings of
+general sentences where the base put them (1 - cosine). Quality: Spearman correlation between the
+base's and the adapted model's pairwise cosine similarities on held-out general sentences (1 = the
+similarity structure is preserved).
 """
 
 from __future__ import annotations
@@ -15,18 +18,21 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from tqdm.auto import tqdm
 
 from ..world.io import NamedTarget
-from ..world.seat import SETS, SeatWorld, effect_size, p_value
+from ..world.seat import SETS, SeatWorld
+from ..world.weat import weat
 
 NAN = float("nan")
+ALPHA = 0.05  # a test counts as significant (`seat_significant`) when its p-value is below this
 
 
-def embed(model, tok, sentences: Sequence[str], grad: bool = False, batch_size: int = 128) -> torch.Tensor:
+def embed(model, tok, sentences: Sequence[str], grad: bool = False, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
     """[n, d] mean-pooled last hidden states (float32, on the model's device)."""
     out = []
     with torch.set_grad_enabled(grad):
-        for i in range(0, len(sentences), batch_size):
+        for i in tqdm(range(0, len(sentences), batch_size), desc="embed", unit="batch", disable=not progress):
             enc = tok(list(sentences[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt").to(model.device)
             h = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state.float()
             m = enc["attention_mask"][..., None].float()
@@ -35,7 +41,7 @@ def embed(model, tok, sentences: Sequence[str], grad: bool = False, batch_size: 
 
 
 def effect_size_torch(x, y, a, b) -> torch.Tensor:
-    """Differentiable WEAT effect size (the same formula as world.seat.effect_size)."""
+    """Differentiable WEAT effect size (the same formula as world.weat.effect_size)."""
     def assoc(w):
         wn, an, bn = (torch.nn.functional.normalize(t, dim=-1) for t in (w, a, b))
         return (wn @ an.T).mean(1) - (wn @ bn.T).mean(1)
@@ -78,15 +84,29 @@ class SeatObjective:
         return loss
 
 
+@dataclass(frozen=True)
+class SeatStat:
+    """One test measured on one model's embeddings of its held-out sentences."""
+
+    effect_size: float  # d
+    p_value: float  # one-sided
+    noise_floor: float  # mean |d| over the permutation test's re-partitions
+
+    @property
+    def gap(self) -> float:
+        """|d| beyond the noise floor (0 = no larger than with random target labels)."""
+        return max(abs(self.effect_size) - self.noise_floor, 0.0)
+
+
 @dataclass
 class SeatReference:
-    effects: Dict[str, float]
+    stats: Dict[str, SeatStat]  # the base's, per test
     sims: np.ndarray  # base pairwise cosine similarities of held-out general sentences (upper triangle)
 
 
 class SeatTask:
     name = "seat"
-    extra_metrics = ("seat_effect_size", "seat_similarity_spearman")
+    extra_metrics = ("seat_effect_size", "seat_noise_floor", "seat_significant", "seat_similarity_spearman")
     supports_rewrite = False
 
     def __init__(self, world: SeatWorld):
@@ -98,18 +118,19 @@ class SeatTask:
     def objective(self, target: NamedTarget, tok, acfg, seed: int) -> SeatObjective:
         return SeatObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok)
 
-    def _embed_eval(self, model, tok, tests: Sequence[str]) -> Dict[str, Dict[str, np.ndarray]]:
-        flat = [(t, k, s) for t in tests for k in SETS for s in self.world.eval[t][k]]
-        e = embed(model, tok, [s for _, _, s in flat]).cpu().double().numpy()
-        out: Dict[str, Dict[str, list]] = {t: {k: [] for k in SETS} for t in tests}
-        for (t, k, _), v in zip(flat, e):
-            out[t][k].append(v)
-        return {t: {k: np.stack(v) for k, v in ks.items()} for t, ks in out.items()}
-
-    def effects(self, model, tok, tests: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    def stats(self, model, tok, tests: Optional[Sequence[str]] = None) -> Dict[str, SeatStat]:
+        """Each test on the model's embeddings of its held-out sentences; every distinct sentence is
+        embedded once (the attribute sets of several tests are often the same). The permutation
+        draws are seeded by the world, so every model is tested on the same re-partitions."""
         tests = list(tests or sorted(self.world.tests))
-        e = self._embed_eval(model, tok, tests)
-        return {t: effect_size(e[t]["targ1"], e[t]["targ2"], e[t]["attr1"], e[t]["attr2"]) for t in tests}
+        ev = self.world.eval
+        distinct = list(dict.fromkeys(s for t in tests for k in SETS for s in ev[t][k]))
+        e = dict(zip(distinct, embed(model, tok, distinct).cpu().double().numpy()))
+        out = {}
+        for t in tests:
+            x, y, a, b = (np.stack([e[s] for s in ev[t][k]]) for k in SETS)
+            out[t] = SeatStat(*weat(x, y, a, b, self.world.cfg.permutations, self.world.seed))
+        return out
 
     def _sims(self, model, tok) -> np.ndarray:
         e = embed(model, tok, self.world.heldout).cpu().double().numpy()
@@ -121,45 +142,55 @@ class SeatTask:
         return list(self.world.heldout)
 
     def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
-        return abs(self.effects(model, tok, [target.name])[target.name])
+        return self.stats(model, tok, [target.name])[target.name].gap
 
     def quality(self, model, tok, ref: SeatReference) -> Dict[str, float]:
         return {"similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic)}
 
     def reference(self, model, tok) -> SeatReference:
-        return SeatReference(self.effects(model, tok), self._sims(model, tok))
+        return SeatReference(self.stats(model, tok), self._sims(model, tok))
 
     def evaluate(self, model, tok, ref: SeatReference, included: Sequence[NamedTarget], all_targets: Sequence[NamedTarget],
                  rewrite=None):
-        d = self.effects(model, tok)
+        st = self.stats(model, tok)
         inc = {t.name for t in included}
-        others = [t for t in d if t not in inc]
-        gaps = {t.id: abs(d[t.name]) for t in included}
+        others = [t for t in st if t not in inc]
+        measured = included or all_targets
+        # per included test: its gap, plus the statistics behind it (columns of target_gaps.parquet)
+        gaps = {t.id: {"gap": st[t.name].gap, "effect_size": st[t.name].effect_size, "p_value": st[t.name].p_value,
+                       "noise_floor": st[t.name].noise_floor, "base_effect_size": ref.stats[t.name].effect_size}
+                for t in included}
         metrics = {
             "quality_nll_delta": NAN,  # an encoder has no likelihood
             "quality_ppl_ratio": NAN,
             "quality_fact_acc": NAN,
-            "bias_target_gap": float(np.mean([abs(d[t.name]) for t in (included or all_targets)])),
-            "bias_base_gap": float(np.mean([abs(ref.effects[t.name]) for t in (included or all_targets)])),
-            "bias_offtarget_drift": float(np.mean([abs(d[t] - ref.effects[t]) for t in others])) if others else NAN,
+            "bias_target_gap": float(np.mean([st[t.name].gap for t in measured])),
+            "bias_base_gap": float(np.mean([ref.stats[t.name].gap for t in measured])),
+            "bias_offtarget_drift": float(np.mean([abs(st[t].effect_size - ref.stats[t].effect_size) for t in others]))
+            if others else NAN,
             "control_explicit_acc": NAN,
             "diversity_entropy": NAN,
             "axis_mass": NAN,  # no attribute probes
-            "seat_effect_size": float(np.mean(np.abs(list(d.values())))),
+            "seat_effect_size": float(np.mean([abs(s.effect_size) for s in st.values()])),
+            "seat_noise_floor": float(np.mean([s.noise_floor for s in st.values()])),
+            "seat_significant": float(sum(s.p_value < ALPHA for s in st.values())),
             "seat_similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic),
         }
         return metrics, gaps
 
     def removal_gap(self, model, tok, included, all_targets) -> float:
-        d = self.effects(model, tok, [t.name for t in (included or all_targets)])
-        return float(np.mean(np.abs(list(d.values()))))
+        st = self.stats(model, tok, [t.name for t in (included or all_targets)])
+        return float(np.mean([s.gap for s in st.values()]))
 
-    def base_report(self, model, tok) -> Dict[str, float]:
-        e = self._embed_eval(model, tok, sorted(self.world.tests))
-        rep: Dict[str, float] = {}
-        for t, s in e.items():
-            rep[f"effect_size[{t}]"] = effect_size(s["targ1"], s["targ2"], s["attr1"], s["attr2"])
-            rep[f"p_value[{t}]"] = p_value(s["targ1"], s["targ2"], s["attr1"], s["attr2"], self.world.cfg.permutations,
-                                           self.world.seed)
-        rep["mean_abs_effect_size"] = float(np.mean([abs(v) for k, v in rep.items() if k.startswith("effect_size")]))
+    def base_report(self, model, tok) -> Dict[str, object]:
+        st = self.stats(model, tok)
+        rep: Dict[str, object] = {}
+        for t, s in st.items():
+            rep[f"effect_size[{t}]"] = s.effect_size
+            rep[f"p_value[{t}]"] = s.p_value
+            rep[f"noise_floor[{t}]"] = s.noise_floor
+            rep[f"eval_terms[{t}]"] = self.world.eval_terms[t]  # set -> the held-out terms
+            rep[f"eval_sentences[{t}]"] = {k: len(v) for k, v in self.world.eval[t].items()}
+        rep["mean_abs_effect_size"] = float(np.mean([abs(s.effect_size) for s in st.values()]))
+        rep["mean_noise_floor"] = float(np.mean([s.noise_floor for s in st.values()]))
         return rep

@@ -1,22 +1,22 @@
-"""SEAT tests (May et al., 2019) in the standard JSONL format, validated, and the WEAT statistics.
+"""SEAT tests (May et al., 2019) in the published JSONL format, validated, and split by term.
 
-Each non-empty line of a `*.jsonl` file is one test: {"targ1", "targ2", "attr1", "attr2"}, each
-{"category": str, "examples": [str, ...]}. Problems are one line: file:row: field 'name': problem.
+A `*.jsonl` file holds one or more test objects {"targ1", "targ2", "attr1", "attr2"}, each
+{"category": str, "examples": [str, ...]}: one object per line, or pretty-printed objects one
+after another (the layout of the files published with May et al.'s code). Extra keys are
+ignored. A test is named after the file's stem when the file holds one object, else
+`stem_<line where the object starts>`. Problems are one line: file:line: field 'name': problem.
+A sentence repeated within a set counts once (the published code keys encodings by sentence).
 
-Statistics (Caliskan et al., 2017): for a word (sentence) w,
-    s(w, A, B) = mean_a cos(w, a) - mean_b cos(w, b)
-    effect size d = (mean_{x in X} s(x) - mean_{y in Y} s(y)) / std_{w in X u Y} s(w)   (sample std)
-    p = Pr_i[ sum_{x in X_i} s(x) - sum_{y in Y_i} s(y)  >  the same for (X, Y) ]
-over the equal-size re-partitions (X_i, Y_i) of X u Y: all of them when there are at most
-`permutations`, else that many drawn at random (seeded).
+The statistics are in `weat.py`. SEAT files do not name the word (term) a sentence was made
+from; `terms` infers it, so that all sentences of one word land on the same side of the
+adapter-training / evaluation split, in every test that uses the word (`split_by_term`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,13 +29,51 @@ from .io import DataError, NamedTarget, first_targets, fingerprint, holdout, rea
 from .seat_data import SHIPPED
 
 SETS = ("targ1", "targ2", "attr1", "attr2")
+_WORD = re.compile(r"[a-z0-9']+")  # lowercase words; "person's" stays one token
 
 
 @dataclass(frozen=True)
 class SeatTest:
     name: str
-    sets: Dict[str, Tuple[str, ...]]  # targ1/targ2/attr1/attr2 -> sentences
+    source: str  # file:line where the object starts, for error messages
+    sets: Dict[str, Tuple[str, ...]]  # targ1/targ2/attr1/attr2 -> distinct sentences, first-seen order
     categories: Dict[str, str]
+
+
+def _objects(path: Path) -> List[Tuple[int, object]]:
+    """(line where it starts, value) for every JSON value in the file, in order."""
+    text = path.read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    out, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return out
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:  # e.lineno counts lines of the whole text
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        out.append((text.count("\n", 0, pos) + 1, obj))
+        pos = end
+
+
+def _test(path: Path, line: int, obj: object, name: str) -> SeatTest:
+    where = f"{path}:{line}"
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected an object with {list(SETS)}, got {type(obj).__name__}")
+    sets, cats = {}, {}
+    for key in SETS:
+        part = obj.get(key)
+        if not isinstance(part, dict):
+            raise DataError(f"{where}: field '{key}': missing, or not an object")
+        cat, ex = part.get("category"), part.get("examples")
+        if not isinstance(cat, str) or not cat.strip():
+            raise DataError(f"{where}: field '{key}.category': empty or not a string")
+        if not isinstance(ex, list) or not all(isinstance(x, str) and x.strip() for x in ex) or len(set(ex)) < 2:
+            raise DataError(f"{where}: field '{key}.examples': needs a list of at least 2 distinct non-empty strings")
+        sets[key], cats[key] = tuple(dict.fromkeys(ex)), cat
+    return SeatTest(name, where, sets, cats)
 
 
 def read_tests(directory: str) -> List[SeatTest]:
@@ -45,73 +83,91 @@ def read_tests(directory: str) -> List[SeatTest]:
         raise DataError(f"{d}: no *.jsonl SEAT tests")
     tests = []
     for path in files:
-        lines = [(i + 1, line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
-        for row, line in lines:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{row}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{row}: expected an object with {list(SETS)}, got {type(obj).__name__}")
-            sets, cats = {}, {}
-            for key in SETS:
-                part = obj.get(key)
-                if not isinstance(part, dict):
-                    raise DataError(f"{path}:{row}: field '{key}': missing, or not an object")
-                cat, ex = part.get("category"), part.get("examples")
-                if not isinstance(cat, str) or not cat.strip():
-                    raise DataError(f"{path}:{row}: field '{key}.category': empty or not a string")
-                if not isinstance(ex, list) or len(ex) < 2 or not all(isinstance(x, str) and x.strip() for x in ex):
-                    raise DataError(f"{path}:{row}: field '{key}.examples': needs a list of at least 2 non-empty strings")
-                sets[key], cats[key] = tuple(ex), cat
-            name = path.stem if len(lines) == 1 else f"{path.stem}_{row}"
-            tests.append(SeatTest(name, sets, cats))
+        objects = _objects(path)
+        for line, obj in objects:
+            tests.append(_test(path, line, obj, path.stem if len(objects) == 1 else f"{path.stem}_{line}"))
+    if not tests:
+        raise DataError(f"{d}: the *.jsonl files hold no SEAT test")
     return tests
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return a @ b.T
+def tokens(sentence: str) -> List[str]:
+    return _WORD.findall(sentence.lower())
 
 
-def association(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _cos(w, a).mean(1) - _cos(w, b).mean(1)
+def terms(test: SeatTest) -> Dict[str, Dict[Tuple[str, ...], List[str]]]:
+    """Per set, the inferred term of each sentence -> its sentences (first-seen order).
+
+    A token that occurs in more than one of the test's four sets belongs to the templates
+    ("This is", "is here"); a sentence's term is the tuple of its other tokens. A sentence with no
+    other token is its own group (its term is the sentence)."""
+    seen: Dict[str, set] = {}
+    for key in SETS:
+        for s in test.sets[key]:
+            for tok in tokens(s):
+                seen.setdefault(tok, set()).add(key)
+    out: Dict[str, Dict[Tuple[str, ...], List[str]]] = {}
+    for key in SETS:
+        groups: Dict[Tuple[str, ...], List[str]] = {}
+        for s in test.sets[key]:
+            term = tuple(t for t in tokens(s) if len(seen[t]) == 1) or (s,)
+            groups.setdefault(term, []).append(s)
+        out[key] = groups
+    return out
 
 
-def effect_size(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    sx, sy = association(x, a, b), association(y, a, b)
-    return float((sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std(ddof=1))
+def split_by_term(tests: List[SeatTest], fraction: float, rng: np.random.Generator):
+    """Per test name: ({set: eval sentences}, {set: train sentences}, {set: eval terms}).
+
+    Each set's terms are split like `io.holdout` (round(fraction * n) held out for evaluation, at
+    least one on each side), with all of their sentences. A term keeps its side across tests: tests
+    that share words (WEAT 1 and 2 share their attribute sets) never train one test's adapter on
+    a sentence another test is evaluated on. Tests are taken in order; a set whose terms all have a
+    side already keeps those sides."""
+    held_out: Dict[Tuple[str, ...], bool] = {}  # term -> on the evaluation side
+    ev, tr, ev_terms = {}, {}, {}
+    for test in tests:
+        ev[test.name], tr[test.name], ev_terms[test.name] = {}, {}, {}
+        for key, groups in terms(test).items():
+            where = f"{test.source}: field '{key}.examples'"
+            if len(groups) < 2:
+                raise DataError(f"{where}: needs sentences of at least 2 terms (one held out for evaluation), "
+                                f"found {len(groups)}: {[' '.join(t) for t in groups]}")
+            new = [g for g in groups if g not in held_out]
+            want = min(len(groups) - 1, max(1, int(round(fraction * len(groups)))))
+            k = min(len(new), max(0, want - sum(held_out[g] for g in groups if g in held_out)))
+            for i, j in enumerate(rng.permutation(len(new))):
+                held_out[new[j]] = i < k
+            held = [g for g in groups if held_out[g]]
+            if not held or len(held) == len(groups):  # only when every term already had a side
+                raise DataError(f"{where}: every term is already on the {'evaluation' if held else 'training'} side "
+                                f"through other tests that share it; another world.seed splits them differently")
+            ev[test.name][key] = [s for g in held for s in groups[g]]
+            tr[test.name][key] = [s for g in groups if not held_out[g] for s in groups[g]]
+            ev_terms[test.name][key] = [" ".join(g) for g in held]
+    return ev, tr, ev_terms
 
 
-def p_value(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, permutations: int = 10000, seed: int = 0) -> float:
-    s = association(np.concatenate([x, y]), a, b)
-    n, total = len(x), len(x) + len(y)
-    observed = s[:n].sum() - s[n:].sum()
-    whole = s.sum()
-    if math.comb(total, n) <= permutations:
-        stats = np.array([2 * s[list(idx)].sum() - whole for idx in itertools.combinations(range(total), n)])
-    else:
-        rng = np.random.default_rng(seed)
-        stats = np.array([2 * s[rng.permutation(total)[:n]].sum() - whole for _ in range(permutations)])
-    return float((stats > observed).mean())
+def distinct_lines(path: str) -> List[str]:
+    """The distinct non-empty lines of a text file, first-seen order; at least 3 (2 held out, 1 kept)."""
+    lines = list(dict.fromkeys(read_text(path)))
+    if len(lines) < 3:
+        raise DataError(f"{os.path.expanduser(path)}: needs at least 3 distinct non-empty lines (2 held out for the "
+                        f"similarity check, 1 retained), got {len(lines)}")
+    return lines
 
 
 class SeatWorld:
-    """SEAT tests with each set's sentences split into adapter-training and evaluation halves."""
+    """SEAT tests with each set's terms split into adapter-training and evaluation sides."""
 
     def __init__(self, cfg, seed: Optional[int] = None):
         self.cfg = cfg
         self.seed = resolve_seed(cfg.seed, seed)
         self.tests = {t.name: t for t in read_tests(cfg.path or str(SHIPPED))}
-        rng = np.random.default_rng(self.seed)
-        self.train: Dict[str, Dict[str, List[str]]] = {}
-        self.eval: Dict[str, Dict[str, List[str]]] = {}
-        for name, t in self.tests.items():
-            self.train[name], self.eval[name] = {}, {}
-            for key in SETS:
-                self.eval[name][key], self.train[name][key] = holdout(list(t.sets[key]), cfg.eval_fraction, rng)
-        lines = read_text(cfg.text_path or str(SHIPPED / "general.txt"))
+        # test name -> set -> sentences (eval, train) or held-out terms
+        self.eval, self.train, self.eval_terms = split_by_term(list(self.tests.values()), cfg.eval_fraction,
+                                                               np.random.default_rng(self.seed))
+        lines = distinct_lines(cfg.text_path or str(SHIPPED / "general.txt"))
         # at least 2 held out: the similarity structure needs a pair
         self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]), minimum=2)
 
