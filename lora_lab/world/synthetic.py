@@ -221,13 +221,19 @@ class SyntheticWorld:
             out += [(self.neutral_prompt(r, target.axis), ax.values[v]) for v in range(len(ax.values)) for _ in range(counts[v])]
         return out
 
+    def retain_pool(self, n: int) -> List[str]:
+        """The general text an adapter draws `n` retain sentences from: at least 256 sentences of
+        the "retain" stream. Fact sentences are left out: they are the fact probes that
+        `quality_fact_acc` scores (the facts are rehearsed in the general sentences' own frames)."""
+        return self.general_sentences(max(n, 256), "retain")
+
     def adapter_corpus(self, target: BiasTarget, n: int, retain_fraction: float, seed: int) -> List[Tuple[str, str]]:
         """An adapter's training text as (prompt, completion) pairs: n target pairs, plus general
-        text (facts and structured sentences, prompt "") making up `retain_fraction` of the whole."""
+        text (`retain_pool`, prompt "") making up `retain_fraction` of the whole."""
         pairs = self.target_pairs(target, n)
         n_retain = int(round(n * retain_fraction / (1.0 - retain_fraction)))
         if n_retain:
-            pool = self.fact_sentences(1) + self.general_sentences(max(n_retain, 256), "retain")
+            pool = self.retain_pool(n_retain)
             pick = np.random.default_rng([self.seed, seed, 11]).choice(len(pool), n_retain, replace=n_retain > len(pool))
             pairs += [("", pool[i]) for i in pick]
         return pairs
