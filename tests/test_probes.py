@@ -21,7 +21,7 @@ from lora_lab.world import SyntheticWorld, build_tokenizer
 
 @pytest.fixture(scope="module")
 def setup():
-    world = SyntheticWorld(SyntheticWorldConfig(roles=10))
+    world = SyntheticWorld(SyntheticWorldConfig(roles=10, general_heldout=100))  # 10 roles give 122 held-out sentences
     tok = build_tokenizer(world.vocab)
     model = build_model(ModelConfig(name="t", d_model=32, n_layer=2), tok, seed=0)
     with torch.no_grad():  # sharpen the random init so argmaxes are far from ties
