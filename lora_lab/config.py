@@ -80,7 +80,7 @@ class SyntheticWorldConfig:
     explicit_samples: int = 4  # explicit sentences per (role, axis, value)
     fact_samples: int = 8  # copies of each fact sentence
     general_train: int = 4000  # general-text sentences in the pretraining corpus
-    general_heldout: int = 500  # held-out general sentences, for perplexity
+    general_heldout: int = 500  # distinct held-out sentences, from frames no training text uses, for perplexity
 
     def __post_init__(self) -> None:
         p = "world"

@@ -18,7 +18,8 @@ from lora_lab.config import validate
 from lora_lab.run import run
 from lora_lab.world import SyntheticWorld
 
-REPORT_KEYS = {"fit_tv", "fact_acc", "explicit_acc", "ppl", "train_seconds", "cache_hit"}
+REPORT_KEYS = {"fit_tv", "fact_acc", "explicit_acc", "ppl", "heldout_sentences", "heldout_overlap", "train_seconds",
+               "cache_hit"}
 
 
 def _weights_hash(report):
@@ -30,6 +31,7 @@ def test_report_is_written_and_second_run_hits_cache(tiny_cfg, tmp_path, cache_d
     on_disk = json.loads((tmp_path / "a" / "base_report.json").read_text())
     assert REPORT_KEYS <= set(on_disk) and on_disk["cache_hit"] is False
     assert 0 <= on_disk["fit_tv"] <= 1 and on_disk["ppl"] > 1
+    assert on_disk["heldout_sentences"] == 50 and on_disk["heldout_overlap"] == 0  # world.general_heldout=50 distinct
     r2 = run(tiny_cfg(), output_dir=tmp_path / "b")["base"]
     assert r2["cache_hit"] is True and r2["cache_key"] == r1["cache_key"]
     for k in ("fit_tv", "fact_acc", "explicit_acc", "ppl", "train_seconds"):

@@ -57,8 +57,8 @@ def test_dominant_values_are_uniform_over_values_chi_square():
 
 
 def test_general_text_uses_the_facts_and_splits_differ(world):
-    train, held = world.general_sentences(300, "train"), world.general_sentences(300, "heldout")
-    assert train != held
+    train, retain = world.general_sentences(300, "train"), world.general_sentences(300, "retain")
+    assert train != retain
     for s in train:
         words = s.split()
         if words[2] == "went":  # "the R went to the PLACE with the TOOL"

@@ -12,8 +12,9 @@ from typing import Dict, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from ..world import BiasTarget, SyntheticWorld
-from ..training import Encoded, encode_sentences
-from .probes import attribute_distributions, attribute_probes, explicit_probes, fact_accuracy, mean_nll, normalised_entropy, tv_distance
+from ..training import Encoded
+from .probes import (attribute_distributions, attribute_probes, encode_heldout, explicit_probes, fact_accuracy, mean_nll,
+                     normalised_entropy, tv_distance)
 
 METRICS = (
     "quality_nll_delta",
@@ -33,13 +34,13 @@ METRICS = (
 class Reference:
     """What compositions are compared against: the base model's numbers, computed once."""
 
-    nll: float  # mean held-out NLL per token, nats
+    nll: float  # mean held-out NLL per scored token (`encode_heldout`), nats
     dists: Dict[str, np.ndarray]  # axis -> [roles, values] on neutral prompts
     heldout: Encoded  # the held-out text, tokenised once
 
 
 def reference(model, tok, world: SyntheticWorld) -> Reference:
-    held = encode_sentences(tok, world.heldout_text())
+    held = encode_heldout(tok, world)
     return Reference(mean_nll(model, tok, held), attribute_distributions(model, tok, world), held)
 
 

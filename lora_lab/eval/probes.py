@@ -1,4 +1,4 @@
-"""Batched probes: next-word distributions on prompts, accuracy, perplexity.
+"""Batched probes: next-word distributions on prompts, accuracy, held-out loss.
 
 Prompts are right-padded; the next-word distribution is read at each row's last real token,
 so absolute position embeddings see the same positions as in training.
@@ -121,9 +121,15 @@ def fact_accuracy(model, tokenizer, world: SyntheticWorld) -> float:
     return float((pred == _value_ids(tokenizer, answers)).float().mean())
 
 
-def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 1024) -> float:
-    """exp(mean NLL per predicted token) over `texts`, each scored as <bos> words <eos>."""
-    return float(np.exp(mean_nll(model, tokenizer, encode_sentences(tokenizer, texts), batch_size)))
+def encode_heldout(tokenizer, world: SyntheticWorld) -> Encoded:
+    """The world's held-out text, scored as <bos> words <eos> except each sentence's departure
+    word (`SyntheticWorld.departure`): a word training never put there, whose loss a damaged,
+    flatter model lowers, so scoring it would credit damage as quality."""
+    texts = world.heldout_text()
+    data = encode_sentences(tokenizer, texts)
+    for i, s in enumerate(texts):
+        data.scored[i, world.departure(s) + 1] = False  # word j sits at position j + 1, after <bos>
+    return data
 
 
 @torch.no_grad()

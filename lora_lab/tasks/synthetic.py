@@ -9,9 +9,10 @@ import numpy as np
 from ..eval import metrics as M
 from ..eval.probes import (
     attribute_distributions,
+    encode_heldout,
     explicit_accuracy,
     fact_accuracy,
-    perplexity,
+    mean_nll,
     target_gap,
     tv_distance,
 )
@@ -70,10 +71,13 @@ class SyntheticTask:
         w = self.world
         dists = attribute_distributions(model, tok, w)
         fit = np.concatenate([tv_distance(dists[a.name], w.base_dist[a.name]) for a in w.axes])
+        held = w.heldout_text()
         return {
             "fit_tv": float(fit.mean()),
             "fit_tv_max": float(fit.max()),
             "fact_acc": fact_accuracy(model, tok, w),
             "explicit_acc": explicit_accuracy(model, tok, w),
-            "ppl": perplexity(model, tok, w.heldout_text()),
+            "ppl": float(np.exp(mean_nll(model, tok, encode_heldout(tok, w)))),  # on the tokens `reference` scores
+            "heldout_sentences": len(set(held)),
+            "heldout_overlap": w.heldout_overlap(),  # held-out sentences whose frame occurs in training text
         }

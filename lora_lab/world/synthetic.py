@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import SyntheticWorldConfig, resolve_seed
+from ..config import ConfigError, SyntheticWorldConfig, resolve_seed
 from .io import fingerprint
 
 _PROFESSIONS = (
@@ -32,6 +32,24 @@ _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
 # Fact relations: prompt template and the attribute of the role it names.
 FACT_RELATIONS = {"workplace": "the {role} works at the", "tool": "the {role} uses the"}
+
+# Held-out frames: sentence templates that occur nowhere in training text (the general text is
+# "the a went to the P(a) with the T(a)", "the a met the b at the P(b)", "the a gave the T(a) to
+# the b" and counting runs of 4; the facts "the a works at the P(a)", "the a uses the T(a)").
+# Each starts as a training sentence, departs from it at one word and goes on as training text
+# goes on after that word: "... with the T(a)" as in the general text, "... to the b" as after
+# a tool, one more number. Familiar words in structures held out of training, as in COGS's
+# structural generalisation split (Kim & Linzen, EMNLP 2020, section 3). Only trained words: a
+# word-level model cannot predict a word it never saw. Joins that need a fact of another role
+# after the departure ("the a met the b at the P(b) with the T(b)") or a marker before a general
+# frame ("the male a went to ...") are left out: the default base gives those facts 5-10 nats,
+# worse than guessing among 16, so their loss falls as stacking flattens the model.
+# {a}, {b}: roles; place_a, tool_a: role a's facts.
+HELDOUT_FRAMES = (
+    "the {a} works at the {place_a} with the {tool_a}",
+    "the {a} uses the {tool_a} to the {b}",
+)
+HELDOUT_COUNT_LENGTHS = (5,)  # counting runs held out; training counts in runs of 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,18 @@ def allocate(n: int, p: Sequence[float]) -> np.ndarray:
     return counts
 
 
+def spread(n: int, sizes: Sequence[int]) -> np.ndarray:
+    """Split n items over bins as evenly as their sizes allow: bins are filled smallest first, each
+    taking its size or an equal share (rounded up) of what is left, whichever is less. Needs
+    n <= sum(sizes): a bin's share never exceeds what the larger bins after it can absorb."""
+    counts = np.zeros(len(sizes), dtype=np.int64)
+    left = n
+    for i, j in enumerate(np.argsort(sizes, kind="stable")):
+        counts[j] = min(sizes[j], -(-left // (len(sizes) - i)))
+        left -= counts[j]
+    return counts
+
+
 def _pseudo_words(rng: np.random.Generator, n: int, taken: set) -> List[str]:
     out: List[str] = []
     while len(out) < n:
@@ -97,7 +127,10 @@ class SyntheticWorld:
     """Ground truth and text for one config. Roles are indexed 0..R-1."""
 
     def __init__(self, cfg: SyntheticWorldConfig, seed: Optional[int] = None):
-        """`seed`: the run's seed, used when the config leaves the world's own seed unset."""
+        """`seed`: the run's seed, used when the config leaves the world's own seed unset.
+
+        Raises ConfigError when `general_heldout` asks for more distinct held-out sentences than
+        the held-out frames give at this many roles."""
         self.cfg = cfg
         self.seed = resolve_seed(cfg.seed, seed)
         rng = np.random.default_rng(self.seed)
@@ -126,6 +159,12 @@ class SyntheticWorld:
         for ax in self.axes:
             t = np.asarray(cfg.targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
             self.target_dist[ax.name] = t / t.sum()
+        capacity = sum(size for _, size in self.heldout_frames())
+        if cfg.general_heldout > capacity:
+            raise ConfigError(
+                f"world.general_heldout: the held-out frames give {capacity} distinct sentences at "
+                f"{cfg.roles} roles (got {cfg.general_heldout})"
+            )
 
     # ------------------------------------------------------------------ vocabulary and prompts
 
@@ -223,13 +262,19 @@ class SyntheticWorld:
             out += [(self.neutral_prompt(r, target.axis), ax.values[v]) for v in range(len(ax.values)) for _ in range(counts[v])]
         return out
 
+    def retain_pool(self, n: int) -> List[str]:
+        """The general text an adapter draws `n` retain sentences from: at least 256 sentences of
+        the "retain" stream. Fact sentences are left out: they are the fact probes that
+        `quality_fact_acc` scores (the facts are rehearsed in the general sentences' own frames)."""
+        return self.general_sentences(max(n, 256), "retain")
+
     def adapter_corpus(self, target: BiasTarget, n: int, retain_fraction: float, seed: int) -> List[Tuple[str, str]]:
         """An adapter's training text as (prompt, completion) pairs: n target pairs, plus general
-        text (facts and structured sentences, prompt "") making up `retain_fraction` of the whole."""
+        text (`retain_pool`, prompt "") making up `retain_fraction` of the whole."""
         pairs = self.target_pairs(target, n)
         n_retain = int(round(n * retain_fraction / (1.0 - retain_fraction)))
         if n_retain:
-            pool = self.fact_sentences(1) + self.general_sentences(max(n_retain, 256), "retain")
+            pool = self.retain_pool(n_retain)
             pick = np.random.default_rng([self.seed, seed, 11]).choice(len(pool), n_retain, replace=n_retain > len(pool))
             pairs += [("", pool[i]) for i in pick]
         return pairs
@@ -256,8 +301,9 @@ class SyntheticWorld:
         return [f"{p} {a}" for p, a in zip(prompts, answers) for _ in range(copies)]
 
     def general_sentences(self, n: int, split: str) -> List[str]:
-        """Structured sentences that use the facts; `split` seeds a disjoint random stream."""
-        rng = np.random.default_rng([self.seed, {"train": 1, "heldout": 2, "retain": 3}[split]])
+        """Structured sentences that use the facts; `split` ("train" or "retain") seeds its own
+        random stream."""
+        rng = np.random.default_rng([self.seed, {"train": 1, "retain": 3}[split]])
         roles, place, tool = self.roles, self.facts["workplace"], self.facts["tool"]
         out = []
         for kind, a, b, start in zip(
@@ -286,8 +332,69 @@ class SyntheticWorld:
         text += self.general_sentences(c.general_train, "train")
         return text
 
+    # ------------------------------------------------------------------ held-out text
+
+    def heldout_frames(self) -> List[Tuple[str, int]]:
+        """Each held-out frame and how many distinct sentences it gives: R or R * R role choices
+        (the facts follow from the roles), or one per start of a counting run."""
+        r = len(self.roles)
+        frames = [(t, r * r if "{b}" in t else r) for t in HELDOUT_FRAMES]
+        return frames + [("count" + " {n}" * k, len(_NUMBERS) - k + 1) for k in HELDOUT_COUNT_LENGTHS]
+
+    def _fill(self, frame: str, i: int) -> str:
+        """Sentence i of a held-out frame: roles (a, b) = divmod(i, R), or the run from number i."""
+        if frame.startswith("count"):
+            return " ".join(["count", *_NUMBERS[i : i + frame.count("{n}")]])
+        a, b = divmod(i, len(self.roles)) if "{b}" in frame else (i, 0)
+        place, tool = self.facts["workplace"], self.facts["tool"]
+        return frame.format(a=self.roles[a], b=self.roles[b], place_a=place[a], tool_a=tool[a])
+
     def heldout_text(self) -> List[str]:
-        return self.general_sentences(self.cfg.general_heldout, "heldout")
+        """`general_heldout` distinct sentences from the held-out frames, spread over the frames as
+        evenly as their sizes allow (`spread`), each frame's share drawn without replacement."""
+        rng = np.random.default_rng([self.seed, 2])
+        frames = self.heldout_frames()
+        out: List[str] = []
+        for (frame, size), m in zip(frames, spread(self.cfg.general_heldout, [size for _, size in frames])):
+            out += [self._fill(frame, int(i)) for i in rng.choice(size, m, replace=False)]
+        return out
+
+    @cached_property
+    def _slots(self) -> Dict[str, str]:
+        slots = {w: "{number}" for w in _NUMBERS}
+        slots.update({w: "{place}" for w in self.facts["workplace"]})
+        slots.update({w: "{tool}" for w in self.facts["tool"]})
+        slots.update({w: "{role}" for w in self.roles})
+        return slots
+
+    def frame(self, sentence: str) -> str:
+        """A sentence's frame: its words with every role, place, tool and number replaced by its
+        slot ("the nurse met the pilot" -> "the {role} met the {role}")."""
+        return " ".join(self._slots.get(w, w) for w in sentence.split())
+
+    @cached_property
+    def _training_prefixes(self) -> set:
+        """Every prefix of every frame of training text, the end of a sentence marked by "</s>":
+        the pretraining corpus and the adapters' retain pool (their target sentences are attribute
+        sentences, which the corpus holds too)."""
+        out = set()
+        for frame in {self.frame(s) for s in self.pretrain_corpus() + self.retain_pool(0)}:
+            words = (*frame.split(), "</s>")
+            out.update(words[: i + 1] for i in range(len(words)))
+        return out
+
+    def departure(self, sentence: str) -> Optional[int]:
+        """The index of the word at which a sentence's frame leaves every training frame (its
+        number of words when it departs by ending early), or None when its frame is a training
+        frame. Training never shows a model that word there: its loss measures surprise, not
+        retained ability, so held-out scoring leaves it out (`eval.probes.encode_heldout`)."""
+        words = (*self.frame(sentence).split(), "</s>")
+        return next((i for i in range(len(words)) if words[: i + 1] not in self._training_prefixes), None)
+
+    def heldout_overlap(self) -> int:
+        """Held-out sentences whose frame occurs in training text (0 by construction). A sentence
+        found verbatim in training would share its frame, so this bounds the verbatim overlap too."""
+        return sum(self.departure(s) is None for s in self.heldout_text())
 
     @cached_property
     def pretrain_digest(self) -> str:
@@ -297,8 +404,8 @@ class SyntheticWorld:
     @cached_property
     def fingerprint(self) -> str:
         """The data's hash (io.fingerprint): the config, the seed, the drawn roles, facts and skews, and
-        the pretraining and held-out text as generated, so a change to the generator changes it too."""
+        the pretraining, retain and held-out text as generated, so a change to a generator changes it too."""
         splits = {"roles": self.roles, "facts": self.facts, "dominant": {a: d.tolist() for a, d in self.dominant.items()},
                   "target_dist": {a: d.tolist() for a, d in self.target_dist.items()}, "pretrain": self.pretrain_digest,
-                  "heldout": self.heldout_text()}
+                  "retain": hashlib.sha256("\n".join(self.retain_pool(0)).encode()).hexdigest(), "heldout": self.heldout_text()}
         return fingerprint(self.cfg, self.seed, [], splits)
