@@ -80,7 +80,9 @@ class SyntheticWorldConfig:
     explicit_samples: int = 4  # explicit sentences per (role, axis, value)
     fact_samples: int = 8  # copies of each fact sentence
     general_train: int = 4000  # general-text sentences in the pretraining corpus
-    general_heldout: int = 500  # distinct held-out sentences, from frames no training text uses, for perplexity
+    # Distinct held-out sentences, from frames no training text uses, for perplexity. None: 500, or
+    # every sentence the frames give when that is fewer (below 22 roles); more than they give is an error.
+    general_heldout: Optional[int] = None
 
     def __post_init__(self) -> None:
         p = "world"
@@ -113,8 +115,10 @@ class SyntheticWorldConfig:
                 "proportions must be >= 0 with a positive sum",
                 list(props),
             )
-        for name in ("places", "tools", "bias_samples", "explicit_samples", "fact_samples", "general_heldout"):
+        for name in ("places", "tools", "bias_samples", "explicit_samples", "fact_samples"):
             _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
+        _require(self.general_heldout is None or self.general_heldout > 0, f"{p}.general_heldout", "must be > 0 or null",
+                 self.general_heldout)
         _require(self.general_train >= 0, f"{p}.general_train", "must be >= 0", self.general_train)
 
 

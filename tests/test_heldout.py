@@ -136,6 +136,9 @@ def test_heldout_size_is_bounded_by_the_frames():
     assert cap == 6 + 6 * 6 + 12
     with pytest.raises(ConfigError, match=r"^world\.general_heldout: .*\(got 55\)$"):
         _world({**TINY, "general_heldout": cap + 1}, 0)
+    # unset: 500, or all the frames give in a small world (no error for a plain world.roles=6)
+    assert len(_world({"roles": 6}, 0).heldout_text()) == cap
+    assert len(_world({"roles": 21}, 0).heldout_text()) == 21 + 21 * 21 + 12 < 500
 
 
 def _greedy(n, sizes):

@@ -49,6 +49,7 @@ HELDOUT_FRAMES = (
     "the {a} works at the {place_a} with the {tool_a}",
     "the {a} uses the {tool_a} to the {b}",
 )
+DEFAULT_HELDOUT = 500  # distinct held-out sentences when world.general_heldout is null
 HELDOUT_COUNT_LENGTHS = (5,)  # counting runs held out; training counts in runs of 4
 
 
@@ -160,11 +161,13 @@ class SyntheticWorld:
             t = np.asarray(cfg.targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
             self.target_dist[ax.name] = t / t.sum()
         capacity = sum(size for _, size in self.heldout_frames())
-        if cfg.general_heldout > capacity:
+        if cfg.general_heldout is not None and cfg.general_heldout > capacity:
             raise ConfigError(
                 f"world.general_heldout: the held-out frames give {capacity} distinct sentences at "
                 f"{cfg.roles} roles (got {cfg.general_heldout})"
             )
+        # distinct held-out sentences: as asked, else 500 or all there are
+        self.n_heldout = cfg.general_heldout if cfg.general_heldout is not None else min(DEFAULT_HELDOUT, capacity)
 
     # ------------------------------------------------------------------ vocabulary and prompts
 
@@ -350,12 +353,12 @@ class SyntheticWorld:
         return frame.format(a=self.roles[a], b=self.roles[b], place_a=place[a], tool_a=tool[a])
 
     def heldout_text(self) -> List[str]:
-        """`general_heldout` distinct sentences from the held-out frames, spread over the frames as
+        """`n_heldout` distinct sentences from the held-out frames, spread over the frames as
         evenly as their sizes allow (`spread`), each frame's share drawn without replacement."""
         rng = np.random.default_rng([self.seed, 2])
         frames = self.heldout_frames()
         out: List[str] = []
-        for (frame, size), m in zip(frames, spread(self.cfg.general_heldout, [size for _, size in frames])):
+        for (frame, size), m in zip(frames, spread(self.n_heldout, [size for _, size in frames])):
             out += [self._fill(frame, int(i)) for i in rng.choice(size, m, replace=False)]
         return out
 
