@@ -143,6 +143,12 @@ def test_malformed_files_are_one_line_naming_file_line_field(tmp_path, text, nee
     assert msg.startswith(str(tmp_path / "t.jsonl")) and needle in msg and "\n" not in msg
 
 
+def test_a_file_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path):
+    (tmp_path / "latin1.jsonl").write_bytes(json.dumps(_test_obj(), indent=2).replace("Flowers", "Fl\u00f6wers").encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.jsonl:3: not UTF-8 text \(byte 0xf6\)$"):
+        read_tests(str(tmp_path))
+
+
 @pytest.mark.parametrize("mutate,needle", [
     (lambda t: t["attr1"].update(category=""), "field 'attr1.category': empty"),
     (lambda t: t["targ2"].update(examples="not a list"), "field 'targ2.examples'"),

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import resolve_seed
-from .io import DataError, NamedTarget, first_targets, fingerprint, holdout, read_text, read_utf8
+from .io import DataError, NamedTarget, distinct_lines, first_targets, fingerprint, holdout, read_utf8
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -124,15 +124,6 @@ def split_pairs(pairs: Sequence[Pair], types: Sequence[str], fraction: float, rn
     return ev, tr
 
 
-def distinct_lines(path: str) -> List[str]:
-    """The text file's non-empty lines, each once (first occurrence order)."""
-    lines = list(dict.fromkeys(read_text(path)))
-    if len(lines) < 2:
-        raise DataError(f"{os.path.expanduser(path)}: needs at least 2 distinct non-empty lines (one held out for "
-                        f"evaluation), got {len(lines)}")
-    return lines
-
-
 class CrowsWorld:
     """Pairs grouped by bias type, split into adapter-training and evaluation pairs (seeded)."""
 
@@ -148,8 +139,8 @@ class CrowsWorld:
         self.types = types
         used = distinct([p for p in pairs if p.bias_type in types])
         self.eval, self.train = split_pairs(used, types, cfg.eval_fraction, np.random.default_rng(self.seed), cfg.path)
-        self.heldout, self.retain = holdout(distinct_lines(cfg.text_path), cfg.heldout_fraction,
-                                            np.random.default_rng([self.seed, 1]))
+        lines = distinct_lines(cfg.text_path, 2, "one held out for evaluation")
+        self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]))
 
     def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
         """One target per bias type; adapters equalise the type's counterfactual pairs."""

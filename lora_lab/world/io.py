@@ -67,6 +67,16 @@ def read_text(path: str) -> List[str]:
     return lines
 
 
+def distinct_lines(path: str, minimum: int, why: str) -> List[str]:
+    """The distinct non-empty lines of a text file, first-seen order, so a split of them never puts
+    one line on both sides; fewer than `minimum` is a data error saying `why` they are needed."""
+    lines = list(dict.fromkeys(read_text(path)))
+    if len(lines) < minimum:
+        raise DataError(f"{os.path.expanduser(path)}: needs at least {minimum} distinct non-empty lines ({why}), "
+                        f"got {len(lines)}")
+    return lines
+
+
 def holdout(items: Sequence[T], fraction: float, rng: np.random.Generator, minimum: int = 1) -> Tuple[List[T], List[T]]:
     """A seeded split into (held out, rest): round(fraction * n) held out, at least `minimum`, and at
     least one item left in the rest."""

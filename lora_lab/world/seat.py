@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..config import resolve_seed
-from .io import DataError, NamedTarget, first_targets, fingerprint, holdout, read_text
+from .io import DataError, NamedTarget, distinct_lines, first_targets, fingerprint, holdout, read_utf8
 from .seat_data import SHIPPED
 
 SETS = ("targ1", "targ2", "attr1", "attr2")
@@ -42,7 +42,7 @@ class SeatTest:
 
 def _objects(path: Path) -> List[Tuple[int, object]]:
     """(line where it starts, value) for every JSON value in the file, in order."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(str(path))  # not UTF-8: one line naming file and line
     decoder = json.JSONDecoder()
     out, pos = [], 0
     while True:
@@ -148,15 +148,6 @@ def split_by_term(tests: List[SeatTest], fraction: float, rng: np.random.Generat
     return ev, tr, ev_terms
 
 
-def distinct_lines(path: str) -> List[str]:
-    """The distinct non-empty lines of a text file, first-seen order; at least 3 (2 held out, 1 kept)."""
-    lines = list(dict.fromkeys(read_text(path)))
-    if len(lines) < 3:
-        raise DataError(f"{os.path.expanduser(path)}: needs at least 3 distinct non-empty lines (2 held out for the "
-                        f"similarity check, 1 retained), got {len(lines)}")
-    return lines
-
-
 class SeatWorld:
     """SEAT tests with each set's terms split into adapter-training and evaluation sides."""
 
@@ -167,7 +158,8 @@ class SeatWorld:
         # test name -> set -> sentences (eval, train) or held-out terms
         self.eval, self.train, self.eval_terms = split_by_term(list(self.tests.values()), cfg.eval_fraction,
                                                                np.random.default_rng(self.seed))
-        lines = distinct_lines(cfg.text_path or str(SHIPPED / "general.txt"))
+        lines = distinct_lines(cfg.text_path or str(SHIPPED / "general.txt"), 3,
+                               "2 held out for the similarity check, 1 retained")
         # at least 2 held out: the similarity structure needs a pair
         self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]), minimum=2)
 
