@@ -22,7 +22,7 @@ from lora_lab.results import target_gaps_frame
 from lora_lab.run import run
 from lora_lab.stacking import TARGET_GAPS
 from lora_lab.world.io import DataError
-from lora_lab.world.seat import SETS, SeatWorld, read_tests, terms
+from lora_lab.world.seat import SETS, SeatTest, SeatWorld, read_tests, split_by_term, terms
 from lora_lab.world.seat_data import NAME_SETS, NAME_TEMPLATES, PER_WORD, SHIPPED, TEMPLATES, WORDS, render
 from lora_lab.world.weat import weat
 
@@ -181,10 +181,51 @@ def test_shipped_set_matches_its_generator_and_is_pretty_printed():
 
 
 def test_inferred_terms_are_the_generators_words():
+    """Each word is a term, except that a plural-looking word joins its singular: "hers" goes with
+    "her" (a merge keeps both on one side, the safe direction; a split would leak)."""
     for t in read_tests(str(SHIPPED)):
         inferred = terms(t)
         for key, (_, words) in zip(SETS, WORDS[t.name]):
-            assert list(inferred[key]) == [(w.lower(),) for w in words], (t.name, key)
+            assert list(inferred[key]) == [(w.lower(),) for w in words if w != "hers"], (t.name, key)
+            if "hers" in words:
+                assert {"This is hers.", "That is hers."} <= set(inferred[key][("her",)])
+
+
+def test_inflected_forms_and_articles_are_one_term():
+    """Published SEAT files put each word in singular and plural templates, some with an article."""
+    forms = {"calculus": ["This is a calculus.", "These are calculuses."],
+             "geometry": ["This is a geometry.", "These are geometries."],
+             "executive": ["This is an executive.", "These are executives."], "art": ["This is art.", "These are arts."]}
+    other = ["This is a poem.", "These are poems.", "This is a dance.", "These are dances."]
+    attr = {"attr1": ["This is a man.", "These are men."], "attr2": ["This is a woman.", "These are women."]}
+    test = SeatTest("t", "t.jsonl:1", {"targ1": tuple(s for v in forms.values() for s in v), "targ2": tuple(other),
+                                       **{k: tuple(v) for k, v in attr.items()}}, dict.fromkeys(SETS, "c"))
+    assert {g: v for g, v in terms(test)["targ1"].items()} == {(w,): v for w, v in forms.items()}
+    ev, tr, _ = split_by_term([test], 0.5, np.random.default_rng(0))
+    assert not set(ev["t"]["targ1"]) & set(tr["t"]["targ1"])
+    assert all(set(v) <= set(ev["t"]["targ1"]) or set(v) <= set(tr["t"]["targ1"]) for v in forms.values())
+
+
+def test_a_sentence_keeps_its_side_across_tests_that_infer_different_terms():
+    """Two tests share flower sentences; in one, "this" occurs in a single set, so its terms for the
+    same sentences differ. Over many seeds no sentence is trained in one test and evaluated in another."""
+    flowers = tuple(f"{t} {w}." for w in ("rose", "iris", "tulip", "lily") for t in ("This is", "Here is"))
+    one = SeatTest("one", "one.jsonl:1", {"targ1": flowers, "targ2": ("Here is ant.", "Here is flea.", "Here is moth."),
+                                          "attr1": ("Here is love.", "Here is joy."), "attr2": ("Here is grief.", "Here is rot.")},
+                   dict.fromkeys(SETS, "c"))
+    two = SeatTest("two", "two.jsonl:1", {"targ1": flowers, "targ2": ("This is ant.", "This is flea.", "This is moth."),
+                                          "attr1": ("This is love.", "Here is joy."), "attr2": ("This is grief.", "Here is rot.")},
+                   dict.fromkeys(SETS, "c"))
+    assert terms(one)["targ1"] != terms(two)["targ1"]  # the same sentences, grouped differently
+    for seed in range(20):
+        try:
+            ev, tr, _ = split_by_term([one, two], 0.5, np.random.default_rng(seed))
+        except DataError as e:  # a seed whose sides cannot be kept is refused, never leaked
+            assert "on both sides" in str(e) or "already on the" in str(e)
+            continue
+        evaluated = {s for t in ev.values() for v in t.values() for s in v}
+        trained = {s for t in tr.values() for v in t.values() for s in v}
+        assert not evaluated & trained, seed
 
 
 def test_split_by_term_is_disjoint_in_terms_and_sentences():
@@ -244,7 +285,7 @@ def test_general_sentences_are_deduplicated_before_the_split(tmp_path):
     w = SeatWorld(SeatWorldConfig(text_path=str(tmp_path / "general.txt")), 0)
     assert len(set(w.heldout) & set(w.retain)) == 0 and sorted(w.heldout + w.retain) == sorted(lines)
     (tmp_path / "two.txt").write_text("a\nb\na\nb\n")
-    with pytest.raises(DataError, match="two.txt: needs at least 3 distinct non-empty lines"):
+    with pytest.raises(DataError, match="two.txt: needs at least 4 distinct non-empty lines"):
         SeatWorld(SeatWorldConfig(text_path=str(tmp_path / "two.txt")), 0)
 
 

@@ -81,11 +81,15 @@ def read_tests(directory: str) -> List[SeatTest]:
     files = sorted(d.glob("*.jsonl"))
     if not files:
         raise DataError(f"{d}: no *.jsonl SEAT tests")
-    tests = []
+    tests, names = [], {}
     for path in files:
         objects = _objects(path)
         for line, obj in objects:
-            tests.append(_test(path, line, obj, path.stem if len(objects) == 1 else f"{path.stem}_{line}"))
+            t = _test(path, line, obj, path.stem if len(objects) == 1 else f"{path.stem}_{line}")
+            if t.name in names:  # x.jsonl's object at line 1 and a file x_1.jsonl
+                raise DataError(f"{t.source}: test name {t.name!r} is taken by {names[t.name]}; rename a file")
+            names[t.name] = t.source
+            tests.append(t)
     if not tests:
         raise DataError(f"{d}: the *.jsonl files hold no SEAT test")
     return tests
@@ -95,22 +99,37 @@ def tokens(sentence: str) -> List[str]:
     return _WORD.findall(sentence.lower())
 
 
+ARTICLES = frozenset({"a", "an", "the"})  # "This is an executive.": the article is not the term
+
+
+def _singular(word: str, vocabulary: set) -> str:
+    """The singular of an English plural when the test uses that singular too ("calculuses" ->
+    "calculus", "geometries" -> "geometry", "executives" -> "executive"), else the word: the
+    published SEAT files put each word in singular and plural templates."""
+    for suffix, repl in (("ies", "y"), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and word[: len(word) - len(suffix)] + repl in vocabulary:
+            return word[: len(word) - len(suffix)] + repl
+    return word
+
+
 def terms(test: SeatTest) -> Dict[str, Dict[Tuple[str, ...], List[str]]]:
     """Per set, the inferred term of each sentence -> its sentences (first-seen order).
 
     A token that occurs in more than one of the test's four sets belongs to the templates
-    ("This is", "is here"); a sentence's term is the tuple of its other tokens. A sentence with no
-    other token is its own group (its term is the sentence)."""
+    ("This is", "is here"), and so do the articles; a sentence's term is the tuple of its other
+    tokens, each plural folded into its singular when the test has that singular. A sentence with
+    no other token is its own group (its term is the sentence)."""
     seen: Dict[str, set] = {}
     for key in SETS:
         for s in test.sets[key]:
             for tok in tokens(s):
                 seen.setdefault(tok, set()).add(key)
+    vocabulary = {t for t, keys in seen.items() if len(keys) == 1 and t not in ARTICLES}
     out: Dict[str, Dict[Tuple[str, ...], List[str]]] = {}
     for key in SETS:
         groups: Dict[Tuple[str, ...], List[str]] = {}
         for s in test.sets[key]:
-            term = tuple(t for t in tokens(s) if len(seen[t]) == 1) or (s,)
+            term = tuple(_singular(t, vocabulary) for t in tokens(s) if t in vocabulary) or (s,)
             groups.setdefault(term, []).append(s)
         out[key] = groups
     return out
@@ -122,9 +141,11 @@ def split_by_term(tests: List[SeatTest], fraction: float, rng: np.random.Generat
     Each set's terms are split like `io.holdout` (round(fraction * n) held out for evaluation, at
     least one on each side), with all of their sentences. A term keeps its side across tests: tests
     that share words (WEAT 1 and 2 share their attribute sets) never train one test's adapter on
-    a sentence another test is evaluated on. Tests are taken in order; a set whose terms all have a
-    side already keeps those sides."""
+    a sentence another test is evaluated on. A sentence keeps its side too, even where two tests
+    infer different terms for it (their templates differ). Tests are taken in order; a set whose
+    terms all have a side already keeps those sides."""
     held_out: Dict[Tuple[str, ...], bool] = {}  # term -> on the evaluation side
+    side_of: Dict[str, bool] = {}  # sentence -> on the evaluation side
     ev, tr, ev_terms = {}, {}, {}
     for test in tests:
         ev[test.name], tr[test.name], ev_terms[test.name] = {}, {}, {}
@@ -133,11 +154,22 @@ def split_by_term(tests: List[SeatTest], fraction: float, rng: np.random.Generat
             if len(groups) < 2:
                 raise DataError(f"{where}: needs sentences of at least 2 terms (one held out for evaluation), "
                                 f"found {len(groups)}: {[' '.join(t) for t in groups]}")
-            new = [g for g in groups if g not in held_out]
+            known = {}  # a group's side, where the term or one of its sentences already has one
+            for g, sentences in groups.items():
+                sides = ({held_out[g]} if g in held_out else set()) | {side_of[x] for x in sentences if x in side_of}
+                if len(sides) > 1:
+                    raise DataError(f"{where}: the sentences of term {' '.join(g)!r} are on both sides through other "
+                                    f"tests that group them differently; another world.seed splits them differently")
+                if sides:
+                    known[g] = sides.pop()
+            new = [g for g in groups if g not in known]
             want = min(len(groups) - 1, max(1, int(round(fraction * len(groups)))))
-            k = min(len(new), max(0, want - sum(held_out[g] for g in groups if g in held_out)))
+            k = min(len(new), max(0, want - sum(known.values())))
             for i, j in enumerate(rng.permutation(len(new))):
-                held_out[new[j]] = i < k
+                known[new[j]] = i < k
+            for g, side in known.items():
+                held_out[g] = side
+                side_of.update(dict.fromkeys(groups[g], side))
             held = [g for g in groups if held_out[g]]
             if not held or len(held) == len(groups):  # only when every term already had a side
                 raise DataError(f"{where}: every term is already on the {'evaluation' if held else 'training'} side "
@@ -158,10 +190,10 @@ class SeatWorld:
         # test name -> set -> sentences (eval, train) or held-out terms
         self.eval, self.train, self.eval_terms = split_by_term(list(self.tests.values()), cfg.eval_fraction,
                                                                np.random.default_rng(self.seed))
-        lines = distinct_lines(cfg.text_path or str(SHIPPED / "general.txt"), 3,
-                               "2 held out for the similarity check, 1 retained")
-        # at least 2 held out: the similarity structure needs a pair
-        self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]), minimum=2)
+        lines = distinct_lines(cfg.text_path or str(SHIPPED / "general.txt"), 4,
+                               "3 held out for the similarity check, 1 retained")
+        # at least 3 held out: a rank correlation of pairwise similarities needs 2 pairs or more
+        self.heldout, self.retain = holdout(lines, cfg.heldout_fraction, np.random.default_rng([self.seed, 1]), minimum=3)
 
     def targets(self, n: Optional[int] = None) -> List[NamedTarget]:
         """One target per SEAT test; adapters shrink that test's effect size."""
