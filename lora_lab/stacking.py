@@ -132,8 +132,9 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 
-        key = content_key("curve", {"config": chash, "data": task.world.fingerprint, "merge": merge, "ordering": o,
-                                    "rows": 4, "columns": [*METRICS, *task.extra_metrics]})
+        # the base's key: a model loaded by path is keyed by its weights, which the config does not name
+        key = content_key("curve", {"config": chash, "base": base.key, "data": task.world.fingerprint, "merge": merge,
+                                    "ordering": o, "rows": 4, "columns": [*METRICS, *task.extra_metrics]})
         entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part

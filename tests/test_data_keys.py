@@ -90,7 +90,8 @@ def test_synthetic_fingerprint_follows_the_world():
 
 def test_adapters_and_curves_are_rebuilt_when_the_data_changes(crows_dir, tmp_path):
     """Through the real stages: an unchanged rerun hits the cache; an edited CSV row, another
-    world.seed or eval_fraction retrains every adapter and recomputes every curve."""
+    world.seed or eval_fraction, or new weights at the model's path retrains every adapter and
+    recomputes every curve."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -126,6 +127,9 @@ def test_adapters_and_curves_are_rebuilt_when_the_data_changes(crows_dir, tmp_pa
     rows = _pairs()
     rows[0]["sent_more"] = "he is a the doctor"
     _write_pairs(crows_dir / "pairs.csv", rows)
+    assert hits() == ({False}, 1)
+    torch.manual_seed(1)  # other weights under the same model.name_or_path
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(crows_dir)
     assert hits() == ({False}, 1)
 
 
