@@ -8,8 +8,11 @@ ignored. A test is named after the file's stem when the file holds one object, e
 A sentence repeated within a set counts once (the published code keys encodings by sentence).
 
 The statistics are in `weat.py`. SEAT files do not name the word (term) a sentence was made
-from; `terms` infers it, so that all sentences of one word land on the same side of the
-adapter-training / evaluation split, in every test that uses the word (`split_by_term`).
+from; `terms` infers it (plurals folded into their singular, articles dropped), so that all
+sentences of one word land on the same side of the adapter-training / evaluation split, in every
+test that uses the word, and a sentence keeps its side across tests (`split_by_term`). An
+inference from templates: forms of a word that differ by more than a plural ending can still
+land on different sides.
 """
 
 from __future__ import annotations
