@@ -3,7 +3,9 @@
 Every text is scored after one start token (`eval.batch.encode_scored`: BOS, else EOS), so the first
 token, often the group word itself, is predicted too: as bias-bench does for GPT-2 (Meade et al.,
 2022; `bias_bench/benchmark/crows/crows.py`, `_joint_log_probability`, which starts from
-"<|endoftext|>" and scores every token of the sentence).
+"<|endoftext|>" and scores every token of the sentence). bias-bench predicts the first token from
+the start token alone and the rest from a pass without it; one pass here keeps it in context for
+every token, so per-pair scores can differ slightly from bias-bench's.
 
 Two sentence scores (`world.score`):
 
