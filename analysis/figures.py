@@ -63,6 +63,16 @@ CROWS_LABEL = {
 }
 CROWS_RANGE = {"bias_target_gap": (0, 50), "removal_gap": (0, 50), "bias_offtarget_drift": (0, 100),
                "crows_stereo_pref": (0, 100)}
+# SEAT measures a test's gap as its effect size beyond the noise floor, max(|d| - floor, 0): no TV
+# distance, no upper end at 1
+SEAT_LABEL = {
+    "bias_target_gap": ("|d| beyond the noise floor", "Bias gap on included tests"),
+    "bias_offtarget_drift": ("|d − base d|", "Drift on other tests"),
+    "removal_gap": ("|d| beyond the noise floor", "Bias gap after removal"),
+}
+SEAT_RANGE = {"bias_target_gap": (0, None), "removal_gap": (0, None), "bias_offtarget_drift": (0, None)}
+# a world's marker column -> its labels and ranges, where they differ from the synthetic world's
+WORLD_SCALES = {"crows_stereo_pref": (CROWS_LABEL, CROWS_RANGE), "seat_effect_size": (SEAT_LABEL, SEAT_RANGE)}
 
 STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -158,21 +168,35 @@ def geometric_band(g: pd.DataFrame, column: str) -> pd.DataFrame:
     return b
 
 
+def _has(df: pd.DataFrame, column: str) -> bool:
+    return column in df.columns and bool(df[column].notna().any())
+
+
 def is_crows(df: pd.DataFrame) -> bool:
-    return "crows_stereo_pref" in df.columns and bool(df["crows_stereo_pref"].notna().any())
+    return _has(df, "crows_stereo_pref")
+
+
+def gap_unit(df: pd.DataFrame) -> str:
+    """The unit of this table's world's bias gaps."""
+    return "pp" if is_crows(df) else "d" if _has(df, "seat_effect_size") else "TV"
+
+
+def _scale(df: pd.DataFrame):
+    """(labels, ranges) of this table's world where they differ from the synthetic world's."""
+    return next((scale for marker, scale in WORLD_SCALES.items() if _has(df, marker)), ({}, {}))
 
 
 def metric_label(df: pd.DataFrame, metric: str):
     """(axis label, title) of a metric in this table's world."""
-    if is_crows(df) and metric in CROWS_LABEL:
-        return CROWS_LABEL[metric]
-    return METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
+    labels, _ = _scale(df)
+    return labels.get(metric) or METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
 
 
 def value_range(df: pd.DataFrame, metric: str):
     """The ends a metric's values cannot pass in this table's world (None: unbounded)."""
-    if is_crows(df) and metric in CROWS_RANGE:
-        return CROWS_RANGE[metric]
+    _, ranges = _scale(df)
+    if metric in ranges:
+        return ranges[metric]
     return (0, 1) if metric in UNIT_INTERVAL else None
 
 
@@ -280,7 +304,7 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
                 per_curve = g.groupby(["seed", "ordering", "k"]).interference.mean().reset_index().assign(collapsed=False)
                 _line_with_band(ax, band(per_curve, "interference"), st["color"], st["label"], st["linestyle"])
             ax.axhline(0.0, color="0.4", linewidth=0.6, linestyle="--")
-            ax.set(xlabel=K_LABEL, ylabel=f"gap in stack − gap alone ({'pp' if is_crows(df) else 'TV'})")
+            ax.set(xlabel=K_LABEL, ylabel=f"gap in stack − gap alone ({gap_unit(df)})")
             _panel_title(ax, setting, "Interference between stacked adapters")
             ax.xaxis.get_major_locator().set_params(integer=True)
             if n == 0:

@@ -177,3 +177,5 @@ def test_crows_gaps_are_labelled_and_bounded_in_percentage_points():
     synthetic = pd.DataFrame({"crows_stereo_pref": [np.nan], "bias_target_gap": [0.1]})
     assert "(pp)" in metric_label(crows, "bias_target_gap")[0] and "TV" in metric_label(synthetic, "bias_target_gap")[0]
     assert value_range(crows, "bias_target_gap") == (0, 50) and value_range(synthetic, "bias_target_gap") == (0, 1)
+    seat = pd.DataFrame({"seat_effect_size": [1.2], "bias_target_gap": [0.9]})  # |d| beyond the floor, not TV
+    assert "noise floor" in metric_label(seat, "bias_target_gap")[0] and value_range(seat, "bias_target_gap") == (0, None)
