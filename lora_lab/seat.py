@@ -62,8 +62,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random re-partitions (default %(default)s)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     args = ap.parse_args(argv)
+    model_dir = os.path.expanduser(args.model) if args.model is not None else None
     for name, ok in (("--permutations: must be > 0", args.permutations > 0),
-                     ("--model: not a directory", args.model is None or os.path.isdir(os.path.expanduser(args.model)))):
+                     (f"--model: {args.model}: not a Hugging Face model directory (no config.json)",
+                      model_dir is None or os.path.isfile(os.path.join(model_dir, "config.json"))),
+                     (f"--json: {args.json}: is a directory", not args.json.is_dir()),
+                     (f"--json: {args.json.parent}: not a directory",
+                      not args.json.parent.exists() or args.json.parent.is_dir())):
         if not ok:
             print(f"lora_lab.seat: error: {name}", file=sys.stderr)
             return 2
@@ -76,13 +81,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from .base import load_minilm, resolve_device
 
-    if args.model is None:
+    if model_dir is None:
         model, tok, _ = load_minilm(device="auto")
     else:
         from transformers import AutoModel, AutoTokenizer
 
-        path = os.path.expanduser(args.model)
-        model, tok = AutoModel.from_pretrained(path).to(resolve_device("auto")).eval(), AutoTokenizer.from_pretrained(path)
+        try:
+            model, tok = AutoModel.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+        except (OSError, ValueError) as e:  # no weights, no tokenizer, an unknown architecture
+            print(f"lora_lab.seat: error: --model: {args.model}: cannot load ({str(e).splitlines()[0]})", file=sys.stderr)
+            return 2
+        model = model.to(resolve_device("auto")).eval()
     results = run_tests(tests, model, tok, args.permutations, args.seed, args.progress)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

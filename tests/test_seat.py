@@ -338,6 +338,21 @@ def test_benchmark_bad_data_is_one_line_before_torch(tmp_path):
     assert r.stderr.strip() == f"lora_lab: data error: {tmp_path / 't.jsonl'}:1: field 'targ1': missing, or not an object"
 
 
+@pytest.mark.parametrize("args,needle", [
+    (lambda d: ["--json", str(d / "o.json"), "--model", str(d)], "--model: "),  # no config.json
+    (lambda d: ["--json", str(d)], "is a directory"),
+    (lambda d: ["--json", str(d / "t.jsonl" / "o.json")], "not a directory"),
+    (lambda d: ["--json", str(d / "o.json"), "--permutations", "0"], "--permutations: must be > 0"),
+])
+def test_benchmark_bad_arguments_are_one_line_before_any_work(tmp_path, capsys, args, needle):
+    from lora_lab.seat import main
+
+    (tmp_path / "t.jsonl").write_text(json.dumps(_test_obj()))
+    assert main([str(tmp_path), *args(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and err.startswith("lora_lab.seat: error: ")
+
+
 # ----------------------------------------------------------------------------- rows carry the statistics
 
 
