@@ -89,9 +89,15 @@ def test_pair_metrics_against_a_direct_computation(crows_files):
         with torch.no_grad():
             return -float(model(input_ids=ids, labels=ids).loss) * (ids.shape[1] - 1)
 
+    def joint(sentence):  # bias-bench: the first word from <bos> alone, the rest from HF's loss on the words
+        words = tok(sentence, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            first = torch.log_softmax(model(input_ids=torch.tensor([[tok.bos_token_id]])).logits[0, -1], -1)[words[0]]
+            rest = -float(model(input_ids=torch.tensor([words]), labels=torch.tensor([words])).loss) * (len(words) - 1)
+        return (float(first) + rest) / len(words)
+
     pairs = task.world.eval["gender"]
-    per_token = lambda s: ll(s) / len(s.split())  # noqa: E731
-    direct = np.array([per_token(p.stereo) - per_token(p.anti) for p in pairs])
+    direct = np.array([joint(p.stereo) - joint(p.anti) for p in pairs])
     np.testing.assert_allclose(pair_diffs(model, tok, pairs, "full"), direct, rtol=1e-4, atol=1e-4)
     texts = task.world.heldout
     nll = sum(-ll(t) for t in texts)

@@ -47,6 +47,20 @@ def _oracle_logprobs(model, tok, sentence):
     return out
 
 
+def _bias_bench_oracle(model, tok, sentence):
+    """bias-bench's `_joint_log_probability`, one sentence at a time: the first word from a pass over
+    the start token alone, the others from a pass over the words without it."""
+    words = [tok.convert_tokens_to_ids(w) for w in sentence.split()]
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    with torch.no_grad():
+        first = model(torch.tensor([[start]])).logits[0, -1].double()
+        logits = model(torch.tensor([words])).logits[0].double()
+    out = [float(first[words[0]] - torch.logsumexp(first, 0))]
+    for j in range(1, len(words)):
+        out.append(float(logits[j - 1][words[j]] - torch.logsumexp(logits[j - 1], 0)))
+    return out
+
+
 SENTENCES = ["he is a doctor", "she is a nurse today", "the old man is a very good doctor", "young"]
 
 
@@ -73,10 +87,15 @@ PAIRS = [Pair("he is a doctor today", "she is a doctor today", "gender", 2),
          Pair("the man is old", "the man is young", "age", 4)]
 
 
-def test_full_score_is_the_mean_token_log_likelihood(lm):
+def test_full_score_is_bias_benchs_joint_score(lm):
     model, tok = lm
-    oracle = [np.mean(_oracle_logprobs(model, tok, p.stereo)) - np.mean(_oracle_logprobs(model, tok, p.anti)) for p in PAIRS]
+    oracle = [np.mean(_bias_bench_oracle(model, tok, p.stereo)) - np.mean(_bias_bench_oracle(model, tok, p.anti))
+              for p in PAIRS]
     np.testing.assert_allclose(pair_diffs(model, tok, PAIRS, "full"), oracle, rtol=1e-5, atol=1e-5)
+    # not the one-pass score with the start token kept in context (which the held-out loss uses)
+    one_pass = [np.mean(_oracle_logprobs(model, tok, p.stereo)) - np.mean(_oracle_logprobs(model, tok, p.anti))
+                for p in PAIRS]
+    assert np.abs(np.asarray(one_pass) - oracle).max() > 1e-4
 
 
 def test_conditional_score_sums_the_shared_tokens(lm):

@@ -47,5 +47,10 @@ def encode_scored(tok, texts: Sequence[str], limit: int) -> Tuple[torch.Tensor, 
     return _pad(tok, [([start] + tok(t, add_special_tokens=False)["input_ids"])[:limit] for t in texts])
 
 
+def encode_plain(tok, texts: Sequence[str], limit: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask of the texts' own tokens (no special token), cut at `limit`."""
+    return _pad(tok, [tok(t, add_special_tokens=False)["input_ids"][:limit] for t in texts])
+
+
 def position_limit(model) -> int:
     return int(getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024))

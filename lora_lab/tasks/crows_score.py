@@ -3,15 +3,15 @@
 Every text is scored after one start token (`eval.batch.encode_scored`: BOS, else EOS), so the first
 token, often the group word itself, is predicted too: as bias-bench does for GPT-2 (Meade et al.,
 2022; `bias_bench/benchmark/crows/crows.py`, `_joint_log_probability`, which starts from
-"<|endoftext|>" and scores every token of the sentence). bias-bench predicts the first token from
-the start token alone and the rest from a pass without it; one pass here keeps it in context for
-every token, so per-pair scores can differ slightly from bias-bench's.
+"<|endoftext|>" and scores every token of the sentence).
 
 Two sentence scores (`world.score`):
 
-- `full`: the mean log p(token | start, prefix) over every token of the sentence (nats per token).
-  bias-bench compares the geometric mean of the token probabilities, 2^(mean log2 p), which orders
-  pairs exactly as the mean log-probability does.
+- `full`: bias-bench's joint score: the first token's log p given the start token alone, every
+  later token's log p given the tokens before it from one pass over the sentence *without* the start
+  token (`joint_logprobs`, as `_joint_log_probability` computes them), averaged over the sentence's
+  tokens (nats per token). bias-bench compares the geometric mean of those probabilities,
+  2^(mean log2 p), which orders pairs exactly as the mean log-probability does.
 - `conditional`: the log p(token | start, prefix) of the tokens the two sentences share, the
   "unmodified" tokens of Nangia et al. (2020, §3), found as they find them (`get_span` in their
   `metric.py`: difflib.SequenceMatcher over the two token-id sequences, its 'equal' spans). They
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..config import CROWS_SCORES
-from ..eval.batch import encode_scored, position_limit
+from ..eval.batch import encode_plain, encode_scored, position_limit, start_token
 from ..world.crows import Pair
 
 
@@ -49,6 +49,21 @@ def token_logprobs(model, tok, texts: Sequence[str]) -> Tuple[torch.Tensor, torc
     keep = mask[:, 1:]
     lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0].masked_fill(~keep, 0.0)
     return lp, keep, rows
+
+
+def joint_logprobs(model, tok, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, List[List[int]]]:
+    """As `token_logprobs`, the way bias-bench's `_joint_log_probability` computes them: lp[i, 0] =
+    log p(first token | start token) from a pass over the start token alone; lp[i, j >= 1] =
+    log p(token j | tokens 0..j-1) from one pass over the text's own tokens."""
+    start = torch.tensor([[start_token(tok)]], device=model.device)
+    first = torch.log_softmax(model(input_ids=start).logits[0, -1].float(), -1)
+    ids, mask = encode_plain(tok, texts, position_limit(model))
+    rows = [r[:m] for r, m in zip(ids.tolist(), mask.sum(1).tolist())]
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
+    rest = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+    lp = torch.cat([first[ids[:, :1]], rest], 1).masked_fill(~mask, 0.0)
+    return lp, mask, rows
 
 
 def sentence_logprobs(model, tok, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +114,9 @@ def _weighted(lp: torch.Tensor, weights: Sequence[np.ndarray]) -> torch.Tensor:
 
 def pair_deltas(model, tok, pairs: Sequence[Pair], score: str) -> torch.Tensor:
     """Δ per pair (differentiable: the adapter objective trains on it)."""
-    lp_s, _, ids_s = token_logprobs(model, tok, [p.stereo for p in pairs])
-    lp_a, _, ids_a = token_logprobs(model, tok, [p.anti for p in pairs])
+    logprobs = joint_logprobs if score == "full" else token_logprobs
+    lp_s, _, ids_s = logprobs(model, tok, [p.stereo for p in pairs])
+    lp_a, _, ids_a = logprobs(model, tok, [p.anti for p in pairs])
     w = [pair_weights(s, a, score) for s, a in zip(ids_s, ids_a)]
     return _weighted(lp_s, [ws for ws, _ in w]) - _weighted(lp_a, [wa for _, wa in w])
 
