@@ -115,9 +115,10 @@ def test_hf_crows_end_to_end(crows_files, tmp_path):
         frames[fam] = out["results"]
         rows = out["adapters"]["rows"]
         # the planted bias: every type's held-out pairs prefer the stereotypical sentence (a gap of 50 pp);
-        # each adapter shrinks its own type's gap, at strength 1 or at its calibrated strength
+        # each adapter cuts its own type's gap by at least 40%, at strength 1 or at its calibrated strength
+        # (measured: the best of the two is 0.5-0.9; the gap moves in steps of one held-out pair)
         assert len(rows) == 3 and all(r["base_gap"] == 50.0 for r in rows), rows
-        assert all(r["gap"] < r["base_gap"] or r["cal_reduction"] > 0 for r in rows), rows
+        assert all(max(1 - r["gap"] / r["base_gap"], r["cal_reduction"]) >= 0.4 for r in rows), rows
     df = pd.concat(frames.values())
     assert {"crows_stereo_pref", "crows_stereo_pref_lo", "crows_stereo_pref_hi", "crows_ll_diff"} <= set(df.columns)
     assert (df.crows_stereo_pref_lo <= df.crows_stereo_pref).all() and (df.crows_stereo_pref <= df.crows_stereo_pref_hi).all()
