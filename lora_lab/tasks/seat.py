@@ -41,7 +41,7 @@ def embed(model, tok, sentences: Sequence[str], grad: bool = False, batch_size: 
 
 
 def effect_size_torch(x, y, a, b) -> torch.Tensor:
-    """Differentiable WEAT effect size (the same formula as world.weat.effect_size)."""
+    """Differentiable WEAT effect size (the same formula as d in world.weat.weat)."""
     def assoc(w):
         wn, an, bn = (torch.nn.functional.normalize(t, dim=-1) for t in (w, a, b))
         return (wn @ an.T).mean(1) - (wn @ bn.T).mean(1)
