@@ -11,11 +11,13 @@ import argparse
 import numpy as np
 import torch
 
-from lora_lab.config import ModelConfig, SyntheticWorldConfig
-from lora_lab.eval.probes import attribute_distributions
+from lora_lab.config import ModelConfig
+from lora_lab.worlds.synthetic.config import SyntheticWorldConfig
+from lora_lab.worlds.synthetic.probes import attribute_distributions
 from lora_lab.latency import median_ms
 from lora_lab.model.build import build_model
-from lora_lab.world import SyntheticWorld, build_tokenizer
+from lora_lab.worlds.synthetic.world import SyntheticWorld
+from lora_lab.worlds.tokenizer import build_tokenizer
 
 
 def unbatched(model, tok, world):

@@ -26,18 +26,21 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 
-from lora_lab.adapters.lora import DEFAULT_TARGET_MODULES, lora_factors
-from lora_lab.adapters.steer import frozen
-from lora_lab.config import ComposeConfig, ModelConfig, SyntheticWorldConfig
-from lora_lab.eval import metrics as M
-from lora_lab.interventions import steering, transformer_blocks, weight_edit
+from lora_lab.families.lora import lora_factors
+from lora_lab.families.steer import frozen, site_views
+from lora_lab.config import ComposeConfig, ModelConfig
+from lora_lab.worlds.synthetic.config import SyntheticWorldConfig
+from lora_lab.worlds.synthetic import metrics as M
+from lora_lab.interventions import steering, weight_edit
 from lora_lab.latency import median_ms
 from lora_lab.merges import MergeParams, accumulator
 from lora_lab.merges.lowrank import fused_sum
 from lora_lab.model.build import build_model
-from lora_lab.tasks.synthetic import SyntheticTask
+from lora_lab.model.handle import LORA_TARGETS, HFTextModel
+from lora_lab.worlds.synthetic.task import SyntheticTask
 from lora_lab.training import LMObjective, encode_pairs, train
-from lora_lab.world import SyntheticWorld, build_tokenizer
+from lora_lab.worlds.synthetic.world import SyntheticWorld
+from lora_lab.worlds.tokenizer import build_tokenizer
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
@@ -49,7 +52,7 @@ def median_seconds(fn, repeats: int) -> float:
 def peft_with_adapters(model, n: int, rank: int, alpha: float, seed: int):
     """`model` wrapped by PEFT with n random LoRA adapters a0..a{n-1} on every attention/MLP projection."""
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=DEFAULT_TARGET_MODULES["gpt2"], fan_in_fan_out=True,
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS["gpt2"], fan_in_fan_out=True,
                      init_lora_weights=False)  # random B too: every adapter changes the weights
     pm = get_peft_model(model, cfg, adapter_name="a0")
     for i in range(1, n):
@@ -152,15 +155,16 @@ def main():
 
     def lora_ft():
         m = get_peft_model(copy.deepcopy(base), LoraConfig(r=args.rank, lora_alpha=2.0 * args.rank, fan_in_fan_out=True,
-                                                          target_modules=DEFAULT_TARGET_MODULES["gpt2"]))
+                                                          target_modules=LORA_TARGETS["gpt2"]))
         train(m, [p for p in m.parameters() if p.requires_grad], objective, steps=steps, batch_size=bs, lr=3e-3, seed=0,
               progress=False)
 
     def steer_ft():
         m = copy.deepcopy(base)
-        vectors = torch.zeros(len(transformer_blocks(m)), m.config.hidden_size, requires_grad=True)
-        with frozen(m), steering(m, vectors):
-            train(m, [vectors], objective, steps=steps, batch_size=bs, lr=3e-2, seed=0, progress=False)
+        sites = HFTextModel(m, tok).steer_sites()
+        flat = torch.zeros(sum(int(torch.Size(s).numel()) for s in sites.values()), requires_grad=True)
+        with frozen(m), steering(m, site_views(flat, sites)):
+            train(m, [flat], objective, steps=steps, batch_size=bs, lr=3e-2, seed=0, progress=False)
 
     reps = max(1, args.repeats // 2)
     t_full, t_lora, t_steer = (median_seconds(f, reps) for f in (full_ft, lora_ft, steer_ft))

@@ -18,8 +18,10 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 from .cache import ArtifactCache, content_key
 from .config import Config
 from .model.build import build_model
+from .model.handle import HFTextModel
 from .training import LMObjective, encode_sentences, train
-from .world import SyntheticWorld, build_tokenizer
+from .worlds.synthetic.world import SyntheticWorld
+from .worlds.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 transformers.utils.logging.disable_progress_bar()  # per-shard save/load bars: noise at this model size
@@ -33,6 +35,11 @@ class Base:
     key: str  # cache key, or "weights-<hash>" when loaded from name_or_path
     cache_hit: bool
     train_seconds: float  # pretraining wall time when it was built (0 when loaded by path)
+
+    @property
+    def handle(self) -> HFTextModel:
+        """The model as families see it (`contracts.ModelHandle`)."""
+        return HFTextModel(self.model, self.tokenizer)
 
 
 def base_key_payload(cfg: Config, world: SyntheticWorld) -> Dict[str, Any]:

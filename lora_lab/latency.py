@@ -1,16 +1,17 @@
 """Inference cost (H6): wall-clock latency of one forward pass over a fixed batch.
 
-The timed region is tokenisation plus the forward pass, on `latency.threads` CPU threads: the prompt pre-processor's cost is its text
-rewriting, so that must be inside it. `warmup` untimed passes run first, then the median of
+The timed region is the model handle's `latency_step` (encoding the inputs plus the forward
+pass), on `latency.threads` CPU threads: the prompt pre-processor's cost is its text rewriting,
+so that must be inside it. `warmup` untimed passes run first, then the median of
 `repeats` timed passes is reported in milliseconds (the median, because CPU timings have a long
 right tail). Every mode of a curve is timed in the same process on the same batch as its k = 0
 baseline, so ratios within a run are meaningful even when absolute numbers vary between machines.
 
-Modes (the results columns they fill):
-- `latency_ms`: the composition as deployed by its family: LoRA merged into the weights, steering
-  vectors added by hooks, prompts rewritten by the pre-processor; k = 0 is the bare base model.
-- `latency_unmerged_ms` (LoRA only): the same k adapters active but unmerged in PEFT, each layer
-  computing W0 x + Σ_i s_i B_i A_i x.
+Modes are declared by each family (`Family.modes`, the results columns they fill): the first is
+the composition as deployed (`latency_ms`: LoRA merged into the weights, steering vectors added by
+hooks, prompts rewritten by the pre-processor; k = 0 is the bare base model); LoRA also declares
+`unmerged` (`latency_unmerged_ms`: the same k adapters active but unmerged in PEFT, each layer
+computing W0 x + Σ_i s_i B_i A_i x), timed by the family itself (`Family.time_modes`).
 
 Each has a paired reference timed right after it: `latency_base_ms`, the bare base (the
 composition removed), and `latency_unmerged_base_ms`, the PEFT-wrapped model with its adapters
@@ -25,13 +26,9 @@ import gc
 import itertools
 import statistics
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence
 
 import torch
-
-from .eval.batch import encode, position_limit
-
-LATENCY = ("latency_ms", "latency_base_ms", "latency_unmerged_ms", "latency_unmerged_base_ms")
 
 
 def fixed_batch(texts: Sequence[str], n: int) -> List[str]:
@@ -62,20 +59,9 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int, settle_s: flo
     return 1000.0 * statistics.median(times)
 
 
-def forward_ms(model, tok, texts: Sequence[str], cfg, rewrite: Optional[Callable[[str], str]] = None,
-               settle: bool = False) -> float:
-    """Median latency (ms) of tokenising `texts` (rewritten first, if given) and one forward pass;
-    `settle`: the first timing after other work (warm up for `cfg.settle_s` seconds too)."""
-    limit = position_limit(model)
-
-    @torch.inference_mode()
-    def step():
-        batch = [rewrite(t) for t in texts] if rewrite is not None else texts
-        ids, mask = encode(tok, batch, limit)
-        model(input_ids=ids.to(model.device), attention_mask=mask.long().to(model.device))
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-
+def forward_ms(step: Callable[[], object], cfg, settle: bool = False) -> float:
+    """Median latency (ms) of one inference step (`ModelHandle.latency_step`); `settle`: the first
+    timing after other work (warm up for `cfg.settle_s` seconds too)."""
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -6,31 +6,33 @@ A Hydra callback combines every job's `results.parquet` into the sweep dir when 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from .schema import COLLAPSED, Metric, Mode, TableSchema, columns, read_table_schema, write_table
 
 log = logging.getLogger("lora_lab")
 RESULTS = "results.parquet"
 TARGET_GAPS = "target_gaps.parquet"
 
 
-def to_frame(rows: Sequence[Dict[str, Any]], extra_metrics: Sequence[str] = ()) -> pd.DataFrame:
-    """The identity columns, the metric columns every world fills (NaN where it cannot measure
-    one), the task's own metric columns, `collapsed`, then the latency columns."""
-    from .eval.metrics import METRICS
-    from .latency import LATENCY
-    from .stacking import IDENTITY
+def to_frame(rows: Sequence[Dict[str, Any]], metrics: Sequence[Metric], modes: Sequence[Mode]) -> pd.DataFrame:
+    """The identity columns, the world's declared metric columns, `collapsed`, then the latency
+    columns of the family's inference modes (`schema.columns`)."""
+    cols = columns(metrics, modes)
+    floats = [m.column for m in metrics] + [c for mode in modes for c in (mode.column, mode.reference)]
+    df = pd.DataFrame(list(rows), columns=cols)
+    return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", COLLAPSED: "bool", **{m: "float64" for m in floats}})
 
-    metrics = [*METRICS, *extra_metrics, *LATENCY]
-    df = pd.DataFrame(list(rows), columns=[*IDENTITY, *METRICS, *extra_metrics, "collapsed", *LATENCY])
-    return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", "collapsed": "bool",
-                      **{m: "float64" for m in metrics}})
+
+def table_schema(world: str, metrics: Sequence[Metric], family) -> TableSchema:
+    """What a job's tables declare about themselves: its world's metrics, its family's modes and labels."""
+    return TableSchema({world: list(metrics)}, list(family.modes),
+                       {family.name: {"label": family.label, "color": family.color, "space": family.space}})
 
 
 def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:
@@ -40,7 +42,7 @@ def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -
     become columns after `alone_gap` (NaN where a value has no such field)."""
     from .stacking import TARGET_GAPS
 
-    columns = ["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter", "position", "gap", "alone_gap"]
+    names = ["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter", "position", "gap", "alone_gap"]
     out, extra = [], {}
     for r in rows:
         for i, (a, g) in enumerate(r[TARGET_GAPS].items()):
@@ -49,17 +51,7 @@ def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -
             out.append({"run_id": r["run_id"], "family": r["family"], "merge": r["merge"], "ordering": r["ordering"],
                         "k": r["k"], "seed": r["seed"], "config_hash": r["config_hash"], "adapter": a, "position": i + 1,
                         "alone_gap": alone[a], **fields})
-    return pd.DataFrame(out, columns=[*columns, *extra]).astype({c: "float64" for c in extra})
-
-
-def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    df.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return pd.DataFrame(out, columns=[*names, *extra]).astype({c: "float64" for c in extra})
 
 
 def combine(sweep_dir: Path) -> pd.DataFrame:
@@ -67,12 +59,14 @@ def combine(sweep_dir: Path) -> pd.DataFrame:
     `target_gaps.parquet`)."""
     sweep_dir = Path(sweep_dir)
     for name in (TARGET_GAPS, RESULTS):
-        parts: List[pd.DataFrame] = [pd.read_parquet(p) for p in sorted(sweep_dir.glob(f"*/{name}"))]
+        files = sorted(sweep_dir.glob(f"*/{name}"))
+        parts: List[pd.DataFrame] = [pd.read_parquet(p) for p in files]
         if not parts:
             raise FileNotFoundError(f"no {name} under {sweep_dir}/*/")
         df = pd.concat(parts, ignore_index=True)
-        write_parquet_atomic(df, sweep_dir / name)
-    return df
+        schema = read_table_schema(files)
+        write_table(df, sweep_dir / name, schema)
+    return df, schema
 
 
 class CombineResults(Callback):
@@ -81,21 +75,25 @@ class CombineResults(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            df = combine(sweep_dir)
+            df, schema = combine(sweep_dir)
         except FileNotFoundError as e:
             log.warning("%s", e)
             return
-        print(summary(df, sweep_dir / RESULTS))
+        print(summary(df, sweep_dir / RESULTS, schema))
 
 
-def summary(df: pd.DataFrame, path: Path) -> str:
+def summary(df: pd.DataFrame, path: Path, schema: Optional[TableSchema]) -> str:
     """The one-screen end-of-sweep summary: each setting and family at its largest k, the mean
-    over seeds of each seed's mean over orderings (settings apart, as the report keeps them)."""
+    over seeds of each seed's mean over orderings (settings apart, as the report keeps them), of
+    the worlds' quality and control metrics and the bias gap."""
     from analysis.settings import assign
 
     df, fields = assign(df)
     keys = ["setting", "arm", "merge"] if fields else ["arm", "merge"]
-    cols = [c for c in ("quality_nll_delta", "quality_fact_acc", "bias_target_gap", "control_explicit_acc", "collapsed")
+    def declared(role: str) -> List[str]:
+        return [m.column for m in (schema.with_role(role) if schema else []) if m.figure and not m.log]
+
+    cols = [c for c in dict.fromkeys([*declared("quality"), "bias_target_gap", *declared("control"), COLLAPSED])
             if c in df.columns and df[c].notna().any()]
     last = df[df.k == df.groupby(keys).k.transform("max")].astype({"collapsed": float})
     table = last.groupby([*keys, "seed"])[["k", *cols]].mean().groupby(keys).mean()

@@ -44,16 +44,24 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     (each adapter's own gap in every composition) into the output dir.
     """
     c = validate(cfg)  # every value check, before any work
-    from .tasks import build_task, build_world
+    from . import catalog
 
-    world = build_world(c.world, c.seed)  # reads and checks the data files: bad data stops here too
+    spec, family = catalog.world(c.world.name), catalog.family(c.family.name)
+    if family.space == "input" and not spec.rewrites:
+        # A sweep over families reaches this job for every world; it has nothing to run here.
+        rewritable = [w for w, s in catalog.worlds().items() if s.rewrites]
+        log.warning("skipped: family=%s rewrites prompts; world=%s has none it can rewrite (worlds that do: %s)",
+                    family.name, c.world.name, ", ".join(rewritable))
+        return {"skipped": f"family={family.name} needs a world whose prompts it can rewrite: {rewritable}"}
+    world = catalog.build_world(c.world, c.seed)  # reads and checks the data files: bad data stops here too
     # Imported here so a bad config or data file fails in about a second, without loading torch.
     import torch
 
     from .adapters.stage import build_adapters, measure_single, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
-    from .results import RESULTS, TARGET_GAPS, target_gaps_frame, to_frame, write_parquet_atomic
+    from .results import RESULTS, TARGET_GAPS, table_schema, target_gaps_frame, to_frame
+    from .schema import write_table
     from .stacking import stack
     from .tracking import tracker
     from .threads import job_threads
@@ -61,15 +69,10 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     torch.set_num_threads(job_threads(c.threads))
     out = _output_dir(output_dir)
     t0 = time.perf_counter()
-    task = build_task(c.world, c.seed, world)
-    if c.family.name.value == "prompt" and not task.supports_rewrite:
-        # A sweep over families reaches this job for every world; it has nothing to run here.
-        log.warning("skipped: the prompt pre-processor rewrites the synthetic world's prompts; world=%s has none",
-                    c.world.name)
-        return {"skipped": "prompt family needs world=synthetic"}
+    task = catalog.build_task(c.world, c.seed, world)
     cache = ArtifactCache(default_root(c.cache_dir))
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    with tracker(c.logger, resolved, name=f"{c.family.name.value}-s{c.seed}", group=_group(), out_dir=out) as track:
+    with tracker(c.logger, resolved, name=f"{family.name}-s{c.seed}", group=_group(), out_dir=out) as track:
         base = get_base(c, task, cache, progress=c.progress)
         report = base_report(base, task)
         write_json_atomic(out / "base_report.json", report)
@@ -81,7 +84,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
         ref = task.reference(base.model, base.tokenizer)  # what every adapter and composition is compared with
         adapters = build_adapters(c, base, task, cache, progress=c.progress)
         rows = measure_single(adapters, c, base, task, ref)
-        summary = {**summarise(rows), "family": c.family.name.value}
+        summary = {**summarise(rows, spec.metrics), "family": family.name}
         write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
         track.log_summary("adapters", summary)
         log.info(
@@ -92,9 +95,10 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
         curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
         alone = {r["adapter"]: r["stacked_gap"] for r in rows}
-        write_parquet_atomic(target_gaps_frame(curves, alone), out / TARGET_GAPS)
-        df = to_frame(curves, task.extra_metrics)
-        write_parquet_atomic(df, out / RESULTS)
+        schema = table_schema(spec.name, spec.metrics, family)
+        write_table(target_gaps_frame(curves, alone), out / TARGET_GAPS, schema)
+        df = to_frame(curves, spec.metrics, family.modes)
+        write_table(df, out / RESULTS, schema)
         track.log_table(df)
     log.info("%d compositions in %.1fs -> %s", len(df), time.perf_counter() - t0, out / RESULTS)
     return {"base": report, "adapters": {"summary": summary, "rows": rows}, "results": df}
@@ -102,7 +106,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from .world.io import DataError
+    from .worlds.io import DataError
 
     try:
         run(cfg)

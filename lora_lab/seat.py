@@ -5,7 +5,7 @@ lora_lab ships) before anything else: malformed data is one line and exit code 2
 is loaded. Then loads the encoder (default: the packaged all-MiniLM-L6-v2; `--model PATH`: any
 local Hugging Face encoder directory), embeds every distinct sentence once (mean pooling over
 the attention mask, as the SEAT task does) and runs each test on all its sentences (May et al.,
-2019, Sec. 2; statistics: `world/weat.py`). Prints a table and writes OUT:
+2019, Sec. 2; statistics: `worlds/seat/weat.py`). Prints a table and writes OUT:
     {test: {"effect_size": d, "p_value": p, "noise_floor": mean |d| over the re-partitions,
             "n": {"targ1": sentences, "targ2": ..., "attr1": ..., "attr2": ...}}}
 `--permutations` (default 100000, as in the published code) bounds the permutation test: exact
@@ -22,17 +22,17 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .world.io import DataError
-from .world.seat import SETS, SeatTest, read_tests
-from .world.seat_data import SHIPPED
+from .worlds.io import DataError
+from .worlds.seat.data import SETS, SeatTest, read_tests
+from .worlds.seat.shipped import SHIPPED
 
 
 def run_tests(tests: List[SeatTest], model, tok, permutations: int, seed: int, progress: bool = True) -> Dict[str, dict]:
     """Each test on all its sentences; every distinct sentence embedded once."""
     import numpy as np
 
-    from .tasks.seat import embed
-    from .world.weat import weat
+    from .worlds.seat.task import embed
+    from .worlds.seat.weat import weat
 
     distinct = list(dict.fromkeys(s for t in tests for k in SETS for s in t.sets[k]))
     e = dict(zip(distinct, embed(model, tok, distinct, progress=progress).cpu().double().numpy()))

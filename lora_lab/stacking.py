@@ -1,7 +1,7 @@
 """Stacking: for M seeded orderings of the N adapters, the nested prefixes k of the schedule,
 composed by each merge method and evaluated. Prefix k+1 is built from prefix k (an accumulator
 per merge method), so each step costs the same whatever k is. Each row also carries the
-composition's inference latency (`latency.py`): as deployed, and for LoRA unmerged in PEFT.
+composition's inference latency (`latency.py`) in every inference mode its family declares.
 
 Each (merge, ordering) curve is cached by content once complete: a killed job, rerun, recomputes
 only the curves it had not finished.
@@ -15,19 +15,15 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .adapters import Adapter, get_family
-from .adapters.lora import unmerged
+from . import catalog
+from .adapters import Adapter
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config, check_schedule, numbers_config
 from .latency import fixed_batch, forward_ms
-from .eval.metrics import METRICS
-from .merges import MergeParams, accumulator
+from .schema import COLLAPSED
 
 # per-row {adapter id: its own gap, or {"gap": ..., extra float fields}}; goes to target_gaps.parquet, not results
 TARGET_GAPS = "_target_gaps"
-# `config` is the JSON of `numbers_config`: the report reads which settings differ between rows from it.
-IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash",
-            "config")
 
 
 def orderings(n: int, m: int, seed: int) -> List[List[int]]:
@@ -41,41 +37,50 @@ def config_hash(numbers: Dict[str, Any]) -> str:
     return content_key("config", numbers)
 
 
-def merge_params(c: Config) -> MergeParams:
-    k = c.compose
-    return MergeParams(lam=k.lam, density=k.density, drop=k.drop, rank=k.rank, seed=c.seed)
-
-
-def _add(acc, ad: Adapter) -> None:
+def _add(acc, ad: Adapter, lowrank: bool) -> None:
     """LoRA factors go in as low-rank terms where the method sums them (one fused product per
     module); everything else as dense deltas."""
-    if ad.factors is not None and hasattr(acc, "add_lowrank"):
+    if lowrank:
         acc.add_lowrank(ad.scaled_factors(), ad.id)
     else:
         acc.add(ad.scaled(), ad.id)
+
+
+def checked(metrics: Dict[str, float], declared: Sequence[str], world: str) -> Dict[str, float]:
+    """A task's metric columns, exactly those its world declares (the contract of `Task.evaluate`)."""
+    missing = [c for c in declared if c not in metrics]
+    extra = [c for c in metrics if c not in declared]
+    if missing or extra:
+        raise ValueError(f"world {world}: evaluate returned {sorted(metrics)}; declared {list(declared)} "
+                         f"(missing {missing}, undeclared {extra})")
+    return metrics
 
 
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
           ref, identity: Dict[str, Any], progress: bool = False) -> List[Dict[str, Any]]:
     """One ordering, one merge method: a row per k of the schedule (with each included
     adapter's own gap under `TARGET_GAPS`)."""
-    family = get_family(c.family.name)
-    model, tok = base.model, base.tokenizer
+    family, world = catalog.family(c.family.name), catalog.world(c.world.name)
+    handle, model, tok = base.handle, base.model, base.tokenizer
     ks = set(c.compose.ks(len(adapters)))
-    acc = accumulator(merge, merge_params(c)) if family.space != "input" else None
+    method = catalog.merge_method(merge)
+    acc = method.accumulator(c.compose.params(merge, c.seed)) if family.space != "input" else None
+    lowrank = family.factored and method.lowrank
     all_targets = [a.target for a in adapters]
+    declared = [m.column for m in world.metrics]
     lat = c.latency
     timed = lat.enabled and identity["ordering"] < lat.orderings  # see LatencyConfig.orderings
-    texts = fixed_batch(task.latency_texts(), lat.batch_size)
+    inputs = fixed_batch(task.latency_inputs(), lat.batch_size)
+    deployed, others = family.modes[0], family.modes[1:]
     nan = float("nan")
 
-    def latency(rewrite=None, settle=False) -> float:
-        return forward_ms(model, tok, texts, lat, rewrite, settle=settle) if timed else nan
+    def latency(rewrite=None, module=None, settle=False) -> float:
+        return forward_ms(handle.latency_step(inputs, rewrite, module), lat, settle=settle) if timed else nan
 
     rows = []
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
         if k > 0 and acc is not None:
-            _add(acc, adapters[order[k - 1]])
+            _add(acc, adapters[order[k - 1]], lowrank)
         if k not in ks:
             continue
         included = [adapters[i].target for i in order[:k]]
@@ -86,35 +91,34 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
             ms = latency(task.rewriter(included, c.seed))
         else:
-            with family.apply(model, acc.result()):
+            with family.apply(handle, acc.result()):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
                 ms = latency()
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
+        metrics = checked(metrics, declared, world.name)
         # The bare base, timed right after: each timing's paired reference (see latency.py).
         base_ms = latency()
-        lora = family.name == "lora"
-        rows.append({**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
-                     "collapsed": bool(metrics["axis_mass"] < c.eval.collapse_mass),  # NaN (not measured): False
-                     "latency_ms": ms, "latency_base_ms": base_ms, "latency_unmerged_ms": ms if k == 0 and lora else nan,
-                     "latency_unmerged_base_ms": base_ms if k == 0 and lora else nan, TARGET_GAPS: gaps})
-    if family.name == "lora" and timed and max(ks) > 0:
-        # Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k; the
-        # paired reference is the same wrapped model with every adapter switched off.
-        with unmerged(model, [adapters[i] for i in order[: max(ks)]]) as activate:
-            composed = [row for row in rows if row["k"] > 0]
-            for i, row in enumerate(composed):
-                pm = activate(row["k"])
-                row["latency_unmerged_ms"] = forward_ms(pm, tok, texts, lat, settle=i == 0)
-                with pm.disable_adapter():
-                    row["latency_unmerged_base_ms"] = forward_ms(pm, tok, texts, lat)
+        # NaN (not measured) compares False: not collapsed
+        collapsed = bool(world.collapse is not None and metrics[world.collapse] < c.eval.collapse_mass)
+        row = {**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
+               COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
+        for mode in others:  # at k = 0 every mode is the bare base; the family times the others below
+            row[mode.column], row[mode.reference] = (ms, base_ms) if k == 0 else (nan, nan)
+        rows.append(row)
+    if others and timed and max(ks) > 0:
+        first = iter([True])
+        times = family.time_modes(handle, [adapters[i] for i in order[: max(ks)]], sorted(ks),
+                                  lambda module: latency(module=module, settle=next(first, False)))
+        for row in rows:
+            row.update(times.get(row["k"], {}))
     return rows
 
 
 def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: ArtifactCache, on_curve=None,
           progress: bool = True) -> List[Dict[str, Any]]:
     """Every (merge, ordering) curve, each loaded from cache when it was finished before."""
-    family = get_family(c.family.name)
+    family, world = catalog.family(c.family.name), catalog.world(c.world.name)
     numbers = numbers_config(c)
     chash = config_hash(numbers)
     identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
@@ -134,7 +138,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
 
         # the base's key: a model loaded by path is keyed by its weights, which the config does not name
         key = content_key("curve", {"config": chash, "base": base.key, "data": task.world.fingerprint, "merge": merge,
-                                    "ordering": o, "rows": 4, "columns": [*METRICS, *task.extra_metrics]})
+                                    "ordering": o, "rows": 4, "columns": [m.column for m in world.metrics]})
         entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part

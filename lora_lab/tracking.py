@@ -28,7 +28,7 @@ class Tracker:
     def _metrics(row: Dict[str, Any]) -> Dict[str, float]:
         """The measured numbers of a row: the shared metric columns and the task's own; NaN (not measured
         in this world) is left out."""
-        from .stacking import IDENTITY
+        from .schema import IDENTITY
 
         return {k: v for k, v in row.items() if k not in IDENTITY and not k.startswith("_")
                 and isinstance(v, float) and v == v}
@@ -41,7 +41,7 @@ class Tracker:
     def log_table(self, df) -> None:
         import wandb
 
-        from .stacking import IDENTITY
+        from .schema import IDENTITY
 
         flat = df.assign(adapters=df.adapters.map(lambda a: "|".join(a)))
         self.run.log({"results": wandb.Table(dataframe=flat)})

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lora_lab.world import build_tokenizer
+from lora_lab.worlds.tokenizer import build_tokenizer
 
 JOBS = "doctor nurse teacher pilot chef farmer lawyer baker singer judge".split()
 # per bias type, group-word pairs (more, less); the bias is planted with a different strength for each

@@ -9,18 +9,19 @@ from scipy import stats
 
 from conftest import TINY, compose_cfg
 from lora_lab import training
-from lora_lab.adapters import get_family
+from lora_lab import catalog
 from lora_lab.adapters.calibrate import calibrate
-from lora_lab.adapters.lora import lora_deltas, unmerged
-from lora_lab.adapters.prompt import PromptRewriter, mixture
+from lora_lab.families.lora import lora_deltas, unmerged
+from lora_lab.families.prompt import PromptRewriter, mixture
 from lora_lab.adapters.stage import build_adapters, measure_single
 from lora_lab.base import get_base, load_pretrained
 from lora_lab.cache import ArtifactCache
 from lora_lab.config import validate
-from lora_lab.eval.probes import target_gap
-from lora_lab.interventions import steering, transformer_blocks, weight_edit
+from lora_lab.worlds.synthetic.probes import target_gap
+from lora_lab.interventions import steering, weight_edit
+from lora_lab.model.handle import block_list
 from lora_lab.merges import MergeParams, accumulator
-from lora_lab.tasks import build_task
+from lora_lab.catalog import build_task
 
 PROBE = torch.tensor([[1, 5, 9, 12, 7], [1, 8, 3, 6, 10]])  # <bos> + four word ids
 
@@ -105,13 +106,16 @@ def test_weight_edit_restores_base_bit_exactly_also_on_error(lora_setup):
 def test_steering_hooks_are_removed_also_on_error(lora_setup):
     cfg, task, cache, base, adapters = lora_setup
     model = base.model
-    blocks = transformer_blocks(model)
+    name, blocks = block_list(model)
     plain = _logits(model)
-    zeros = torch.zeros(len(blocks), model.config.hidden_size)
+    sites = base.handle.steer_sites()
+    assert list(sites) == [f"{name}.{i}" for i in range(len(blocks))]  # every block's output, in order
+    zeros = {s: torch.zeros(shape) for s, shape in sites.items()}
     with steering(model, zeros):
         assert all(len(b._forward_hooks) == 1 for b in blocks)
         torch.testing.assert_close(_logits(model), plain)  # a zero vector changes nothing
-    v = torch.randn(len(blocks), model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    v = {s: torch.randn(shape, generator=g) for s, shape in sites.items()}
     with pytest.raises(ValueError, match="inside"):
         with steering(model, v):
             assert not torch.allclose(_logits(model), plain)
@@ -123,14 +127,15 @@ def test_steering_hooks_are_removed_also_on_error(lora_setup):
 def test_steering_adds_the_vector_to_the_block_output(lora_setup):
     cfg, task, cache, base, adapters = lora_setup
     model = base.model
-    blocks = transformer_blocks(model)
+    name, blocks = block_list(model)
     seen = {}
     h = blocks[-1].register_forward_hook(lambda m, a, out: seen.__setitem__("out", out.detach().clone()))
     try:
         model(input_ids=PROBE)
         plain = seen["out"]
-        v = torch.zeros(len(blocks), model.config.hidden_size)
-        v[-1, 3] = 2.5
+        v = {s: torch.zeros(shape) for s, shape in base.handle.steer_sites().items()}
+        last = f"{name}.{len(blocks) - 1}"
+        v[last][3] = 2.5
         with steering(model, v):  # our hook is registered after the probe hook: the probe sees the raw output
             model(input_ids=PROBE)
     finally:
@@ -143,7 +148,7 @@ def test_steering_adds_the_vector_to_the_block_output(lora_setup):
             model(input_ids=PROBE)
         finally:
             h2.remove()
-    torch.testing.assert_close(out["o"] - plain, v[-1].expand_as(plain))
+    torch.testing.assert_close(out["o"] - plain, v[last].expand_as(plain))
 
 
 def test_adapters_are_cached_and_deterministic(lora_setup, tmp_path):
@@ -163,7 +168,8 @@ def test_steer_family_trains_and_stores_safetensors(tmp_path):
     ads = build_adapters(cfg, base, task, cache, progress=False)
     _assert_bit_identical(base.model, before)  # training a steering vector leaves the base alone
     assert {p.name for p in ads[0].path.iterdir()} == {"steering.safetensors", "steering_config.json", "manifest.json"}
-    assert ads[0].tensors["vectors"].shape == (1, 32) and ads[0].meta["n_params"] == 32
+    assert {k: tuple(v.shape) for k, v in ads[0].tensors.items()} == {"transformer.h.0": (32,)}  # one block, d = 32
+    assert ads[0].meta["n_params"] == 32
     rows = measure_single(ads, cfg, base, task, task.reference(base.model, base.tokenizer))
     assert all(r["gap"] < r["base_gap"] for r in rows)
 
@@ -243,8 +249,8 @@ def test_calibrate_on_known_curves(curve, goal, reachable):
 
 
 def test_unknown_family_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"valid: \['lora', 'prompt', 'steer'\]"):
-        get_family("ia3")
+    with pytest.raises(ValueError, match=r"family.name: unknown family 'ia3', valid: \['lora', 'prompt', 'steer'\]"):
+        catalog.family("ia3")
 
 
 def test_unmerged_peft_stack_equals_the_merged_sum_and_leaves_the_base(lora_setup):

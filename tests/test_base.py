@@ -16,7 +16,7 @@ from lora_lab.base import base_key_payload
 from lora_lab.cache import ArtifactCache, content_key, sha256_file
 from lora_lab.config import validate
 from lora_lab.run import run
-from lora_lab.world import SyntheticWorld
+from lora_lab.worlds.synthetic.world import SyntheticWorld
 
 REPORT_KEYS = {"fit_tv", "fact_acc", "explicit_acc", "ppl", "heldout_sentences", "heldout_overlap", "train_seconds",
                "cache_hit"}

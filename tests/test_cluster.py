@@ -10,10 +10,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF, ROOT, TINY, compose_cfg
-from lora_lab.latency import LATENCY
 from lora_lab.run import run
 
 KEY = ["family", "merge", "ordering", "k"]
+
+
+def numbers(df):
+    """Everything a seed determines: all but the wall-clock latency columns, in a fixed row order."""
+    return df.drop(columns=[c for c in df.columns if c.startswith("latency")]).sort_values(KEY, ignore_index=True)
 
 
 def _multirun(sweep_dir, cache, *extra):
@@ -22,7 +26,7 @@ def _multirun(sweep_dir, cache, *extra):
     p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return pd.read_parquet(sweep_dir / "results.parquet").drop(columns=list(LATENCY)).sort_values(KEY, ignore_index=True)
+    return numbers(pd.read_parquet(sweep_dir / "results.parquet"))
 
 
 def _entries(cache, kind):
@@ -41,7 +45,7 @@ def test_concurrent_submitit_jobs_build_shared_artifacts_once(tmp_path):
     serial = pd.concat([  # one job after the other, in this process, on a cache of its own
         run(compose_cfg([*TINY, "family=lora", f"compose.merge={m}", f"cache_dir={tmp_path / 'serial_cache'}"]),
             output_dir=tmp_path / "serial" / m)["results"] for m in ("[sum]", "[mean]")
-    ]).drop(columns=list(LATENCY)).sort_values(KEY, ignore_index=True)
+    ]).pipe(numbers)
     pd.testing.assert_frame_equal(together, serial)
 
 

@@ -4,9 +4,10 @@ import csv
 
 import pytest
 
-from lora_lab.config import ConfigError, CrowsWorldConfig
-from lora_lab.world.crows import CrowsWorld, read_pairs
-from lora_lab.world.io import DataError
+from lora_lab.config import ConfigError
+from lora_lab.worlds.crows.config import CrowsWorldConfig
+from lora_lab.worlds.crows.data import CrowsWorld, read_pairs
+from lora_lab.worlds.io import DataError
 
 FIELDS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
@@ -55,7 +56,7 @@ def test_a_naive_row_split_would_have_leaked(tmp_path):
     """The planted duplicates do straddle a row-level split for some seed, so the test above can fail."""
     import numpy as np
 
-    from lora_lab.world.io import holdout
+    from lora_lab.worlds.io import holdout
 
     rows = [r for r in _rows() if r[3] == "gender"]
     leaks = 0

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lora_lab.tasks.crows_metric import RESAMPLES, pref_gap, pref_interval, stereo_pref
+from lora_lab.worlds.crows.metric import RESAMPLES, pref_gap, pref_interval, stereo_pref
 
 
 def _pref_loop(d):

@@ -9,10 +9,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from lora_lab.eval.batch import encode_scored
-from lora_lab.tasks.crows_metric import pref_gap, pref_interval
-from lora_lab.tasks.crows_score import pair_diffs, sentence_logprobs, shared_tokens, text_nll
-from lora_lab.world import build_tokenizer
-from lora_lab.world.crows import Pair
+from lora_lab.worlds.crows.metric import pref_gap, pref_interval
+from lora_lab.worlds.crows.score import pair_diffs, sentence_logprobs, shared_tokens, text_nll
+from lora_lab.worlds.tokenizer import build_tokenizer
+from lora_lab.worlds.crows.data import Pair
 
 WORDS = sorted(set("he she old young is a the man doctor nurse today very good".split()))
 

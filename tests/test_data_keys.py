@@ -11,8 +11,8 @@ import pytest
 
 from conftest import ROOT, TINY, compose_cfg
 from lora_lab.config import validate
-from lora_lab.tasks import build_world
-from lora_lab.world.seat_data import SHIPPED
+from lora_lab.catalog import build_world
+from lora_lab.worlds.seat.shipped import SHIPPED
 
 WORDS = "he she old young is a the doctor nurse pilot chef judge baker".split()
 
@@ -99,8 +99,8 @@ def test_adapters_and_curves_are_rebuilt_when_the_data_changes(crows_dir, tmp_pa
     from lora_lab.base import get_base
     from lora_lab.cache import ArtifactCache
     from lora_lab.stacking import stack
-    from lora_lab.tasks import build_task
-    from lora_lab.world import build_tokenizer
+    from lora_lab.catalog import build_task
+    from lora_lab.worlds.tokenizer import build_tokenizer
 
     tok = build_tokenizer(WORDS)
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def test_bad_data_stops_the_run_before_torch_is_imported(crows_dir):
         "import sys\n"
         "from hydra import compose, initialize_config_dir\n"
         "from lora_lab.run import run\n"
-        "from lora_lab.world.io import DataError\n"
+        "from lora_lab.worlds.io import DataError\n"
         f"with initialize_config_dir(config_dir={str(ROOT / 'conf')!r}, version_base='1.3'):\n"
         f"    cfg = compose('config', overrides=['world=crows', 'world.path={crows_dir / 'pairs.csv'}',\n"
         f"        'world.text_path={crows_dir / 'text.txt'}', 'model=hf', 'model.name_or_path={crows_dir}'])\n"

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from lora_lab.adapters.stage import adapter_seed
-from lora_lab.config import ConfigError, ModelConfig, SyntheticWorldConfig
-from lora_lab.eval.probes import encode_heldout, mean_nll
+from lora_lab.config import ConfigError, ModelConfig
+from lora_lab.worlds.synthetic.config import SyntheticWorldConfig
+from lora_lab.worlds.synthetic.probes import encode_heldout, mean_nll
 from lora_lab.model.build import build_model
-from lora_lab.world import SyntheticWorld, build_tokenizer
-from lora_lab.world.synthetic import spread
+from lora_lab.worlds.synthetic.world import SyntheticWorld
+from lora_lab.worlds.tokenizer import build_tokenizer
+from lora_lab.worlds.synthetic.world import spread
 
 TINY = dict(roles=6, bias_samples=20, general_train=200, general_heldout=50)  # the tests' tiny run (conftest.TINY)
 WORLDS = [({}, 0), ({}, 1), ({}, 2), (TINY, 0), (TINY, 3), ({"roles": 256}, 0)]  # (world config, world seed)

@@ -9,7 +9,7 @@ from lora_lab.base import get_base
 from lora_lab.cache import ArtifactCache
 from lora_lab.config import validate
 from lora_lab.latency import fixed_batch, forward_ms, median_ms
-from lora_lab.tasks import build_task
+from lora_lab.catalog import build_task
 
 
 def test_median_excludes_warmup_and_the_slow_tail():
@@ -35,15 +35,15 @@ def tiny_base(tmp_path_factory):
 
 def test_rewriting_is_inside_the_timed_region(tiny_base):
     cfg, task, base = tiny_base
-    texts = fixed_batch(task.latency_texts(), 8)
+    texts = fixed_batch(task.latency_inputs(), 8)
     lat = cfg.latency
-    plain = forward_ms(base.model, base.tokenizer, texts, lat)
+    plain = forward_ms(base.handle.latency_step(texts), lat)
 
     def slow_rewrite(prompt):
         time.sleep(0.002)  # 8 prompts x 2 ms = 16 ms per pass
         return prompt
 
-    assert forward_ms(base.model, base.tokenizer, texts, lat, slow_rewrite) >= plain + 15
+    assert forward_ms(base.handle.latency_step(texts, slow_rewrite), lat) >= plain + 15
     rewritten = [task.rewriter(task.bias_targets("rebalance", 3))(t) for t in texts]
     assert rewritten != texts  # the targeted neutral prompts became explicit ones
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lora_lab.config import ModelConfig, SyntheticWorldConfig
-from lora_lab.eval.probes import (
+from lora_lab.config import ModelConfig
+from lora_lab.worlds.synthetic.config import SyntheticWorldConfig
+from lora_lab.worlds.synthetic.probes import (
     attribute_distributions,
     explicit_accuracy,
     fact_accuracy,
@@ -15,7 +16,8 @@ from lora_lab.eval.probes import (
 )
 from lora_lab.model.build import build_model
 from lora_lab.training import encode_sentences
-from lora_lab.world import SyntheticWorld, build_tokenizer
+from lora_lab.worlds.synthetic.world import SyntheticWorld
+from lora_lab.worlds.tokenizer import build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 from transformers import AutoTokenizer
 
-from lora_lab.config import SyntheticWorldConfig
-from lora_lab.world import SyntheticWorld, build_tokenizer
+from lora_lab.worlds.synthetic.config import SyntheticWorldConfig
+from lora_lab.worlds.synthetic.world import SyntheticWorld
+from lora_lab.worlds.tokenizer import build_tokenizer
 
 
 def test_round_trip_every_corpus_sentence():

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lora_lab.config import SyntheticWorldConfig
-from lora_lab.world import SyntheticWorld, allocate, build_tokenizer
-from lora_lab.world.synthetic import FACT_RELATIONS
+from lora_lab.worlds.synthetic.config import SyntheticWorldConfig
+from lora_lab.worlds.synthetic.world import SyntheticWorld, allocate
+from lora_lab.worlds.tokenizer import build_tokenizer
+from lora_lab.worlds.synthetic.world import FACT_RELATIONS
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_the_world_follows_the_run_seed_unless_pinned():
     """A seed redraws the world (bias assignment, facts, targets); world.seed pins it."""
     from conftest import compose_cfg
     from lora_lab.config import validate
-    from lora_lab.tasks import build_task
+    from lora_lab.catalog import build_task
 
     def world(*o):
         c = validate(compose_cfg(list(o)))

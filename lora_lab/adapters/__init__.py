@@ -1,9 +1,9 @@
-"""Intervention families behind one small interface, and the adapters they produce.
+"""The adapters families produce (the families themselves are plugins: `lora_lab/families/`).
 
 A family turns a bias target's training text into an `Adapter` (or, for `prompt`, into rewriting
-rules without training), stores it in the cache, and applies a set of parameters to a model as a
-context manager. Composition (merge methods) works on `Adapter.tensors`: per-module weight deltas
-for weight-space families, per-block vectors for output-space ones.
+rules without training), stores it in the cache, and applies a set of tensors to a model as a
+context manager (`contracts.Family`). Composition (merge methods) works on `Adapter.tensors`:
+per-module weight deltas for weight-space families, per-site vectors for output-space ones.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..merges.lowrank import Factors
-from ..world import BiasTarget
 
 
 @dataclass
 class Adapter:
-    target: BiasTarget
+    target: Any  # the world's target (`.id`, `.kind`)
     family: str
-    tensors: Dict[str, torch.Tensor]  # lora: module name -> scale*B@A in the weight's layout; steer: {"vectors": [L, d]}
+    tensors: Dict[str, torch.Tensor]  # lora: module name -> scale*B@A in the weight's layout; steer: site -> vector
     meta: Dict[str, Any] = field(default_factory=dict)  # training stats, parameter count, cache info
     path: Optional[Path] = None  # cache entry (None for parameter-free families)
     scale: float = 1.0  # strength multiplier (1 unless calibrated)
     factors: Optional[Factors] = None  # lora: module -> (left, right), tensors[m] == left @ right
-
 
     @property
     def id(self) -> str:
@@ -39,16 +37,3 @@ class Adapter:
     def scaled_factors(self) -> Factors:
         assert self.factors is not None, f"{self.family} adapters have no low-rank factors"
         return {k: (left * self.scale, right) for k, (left, right) in self.factors.items()}
-
-
-def get_family(name: str):
-    """The family object registered under `name`; unknown names list the valid ones."""
-    from .lora import LoraFamily
-    from .prompt import PromptFamily
-    from .steer import SteerFamily
-
-    registry = {f.name: f for f in (LoraFamily(), SteerFamily(), PromptFamily())}
-    try:
-        return registry[str(getattr(name, "value", name))]
-    except KeyError:
-        raise ValueError(f"family.name: unknown family {name!r}, valid: {sorted(registry)}") from None

@@ -9,15 +9,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import peft
 from tqdm.auto import tqdm
 
+from .. import catalog
 from ..cache import ArtifactCache, content_key
-from ..merges.lowrank import densify
-from . import Adapter, get_family
+from ..schema import Metric
+from . import Adapter
 from .calibrate import Calibration, calibrate
 
 log = logging.getLogger("lora_lab")
@@ -35,12 +36,13 @@ def adapter_seed(seed: int, target) -> int:
 
 
 def adapter_key_payload(cfg, base_key: str, target, data: str) -> Dict[str, Any]:
-    """Everything an adapter depends on; `data` is the world's fingerprint (world/io.py)."""
+    """Everything an adapter depends on; `data` is the world's fingerprint (worlds/io.py)."""
     a = cfg.adapters
     return {
         "base": base_key,
         "data": data,
         "family": dataclasses.asdict(cfg.family),
+        "format": catalog.family(cfg.family.name).format,  # how the adapter is stored
         "corpus": {"samples": a.samples, "retain_fraction": a.retain_fraction},
         "train": {"steps": a.steps, "batch_size": a.batch_size, "objective": OBJECTIVE},
         "target": dataclasses.asdict(target),
@@ -50,7 +52,7 @@ def adapter_key_payload(cfg, base_key: str, target, data: str) -> Dict[str, Any]
 
 
 def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True) -> List[Adapter]:
-    family = get_family(cfg.family.name)
+    family = catalog.family(cfg.family.name)
     targets = task.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
     if not family.trainable:
         return [Adapter(t, family.name, {}, {"n_params": 0, "cache_hit": None}) for t in targets]
@@ -66,8 +68,7 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
             return {**meta, "target": t.id}
 
         entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload), build, describe=payload)
-        factors = family.load_factors(entry.path) if hasattr(family, "load_factors") else None  # LoRA: B, A
-        tensors = densify(factors) if factors is not None else family.load(entry.path)  # one read either way
+        tensors, factors = family.load(entry.path)  # factors: LoRA's B, A (None for other families)
         out.append(Adapter(t, family.name, tensors, {**entry.meta, "cache_hit": entry.hit}, entry.path, factors=factors))
     return out
 
@@ -75,7 +76,7 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
 def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[str, Any]]:
     """Each adapter alone (k = 1): gap reduction uncalibrated and calibrated, the task's quality.
     With `adapters.calibrate`, sets each adapter's scale to its calibrated value."""
-    family = get_family(cfg.family.name)
+    family = catalog.family(cfg.family.name)
     model, tok = base.model, base.tokenizer
     rows = []
     for ad in adapters:
@@ -85,7 +86,7 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
         def gap_at(scale: float) -> float:
             if family.space == "input":
                 return task.target_gap(model, tok, t, task.rewrite([t]))
-            with family.apply(model, {k: v * scale for k, v in ad.tensors.items()}):
+            with family.apply(base.handle, {k: v * scale for k, v in ad.tensors.items()}):
                 return task.target_gap(model, tok, t)
 
         gap = gap_at(1.0)
@@ -109,23 +110,22 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
             if cfg.adapters.calibrate and reducible:
                 ad.scale = cal.scale
                 row["stacked_gap"] = base_gap * (1 - cal.reduction)
-        with family.apply(model, ad.scaled()):
+        with family.apply(base.handle, ad.scaled()):
             row.update(task.quality(model, tok, ref))
         rows.append(row)
     return rows
 
 
-# Per-adapter quality columns the tasks report, and which end is worse.
-QUALITY_WORST = {"fact_acc": min, "similarity_spearman": min, "ppl_ratio": max}
-
-
-def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+def summarise(rows: List[Dict[str, Any]], metrics: Sequence[Metric] = ()) -> Dict[str, Any]:
+    """Over the adapters alone: reduction, and each quality number the task reports at its worst
+    (the end its declared direction calls worse)."""
+    worst = {m.column: (min if m.direction == "higher" else max) for m in metrics if m.direction != "none"}
     red = np.array([r["reduction"] for r in rows], dtype=float)
     red = red[~np.isnan(red)]  # adapters whose target had no gap to reduce
     out = {
         "n": len(rows),
         "reduction_mean": float(red.mean()) if len(red) else NAN, "reduction_min": float(red.min()) if len(red) else NAN,
-        **{f"{q}_worst": float(worst(r[q] for r in rows)) for q, worst in QUALITY_WORST.items() if rows and q in rows[0]},
+        **{f"{q}_worst": float(end(r[q] for r in rows)) for q, end in worst.items() if rows and q in rows[0]},
         "n_params_per_adapter": rows[0]["n_params"] if rows else 0,
         "train_seconds_total": float(sum(r["train_seconds"] or 0 for r in rows)),
     }

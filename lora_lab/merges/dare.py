@@ -7,28 +7,31 @@ from __future__ import annotations
 import zlib
 from typing import List
 
-import torch
-
-from . import Delta, MergeParams
+from ..catalog import MergeMethodSpec, Param, register_merge
+from . import Delta
 from . import sum as sum_
 
+DROP = Param("drop", 0.5, "DARE: probability of dropping an entry", lambda v: 0 <= v < 1, "must be in [0, 1)")
 
-def drop_and_rescale(t: torch.Tensor, drop: float, seed: int, ident: str, name: str) -> torch.Tensor:
+
+def drop_and_rescale(t, drop: float, seed: int, ident: str, name: str):
+    import torch
+
     g = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{ident}:{name}".encode()))
     keep = torch.rand(t.shape, generator=g) >= drop
     return t * keep.to(t.dtype) / (1.0 - drop)
 
 
-def _sparsify(delta: Delta, ident: str, p: MergeParams) -> Delta:
+def _sparsify(delta: Delta, ident: str, p) -> Delta:
     return {k: drop_and_rescale(v, p.drop, p.seed, ident, k) for k, v in delta.items()}
 
 
-def merge(deltas: List[Delta], ids: List[str], p: MergeParams) -> Delta:
+def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
     return sum_.merge([_sparsify(d, i, p) for d, i in zip(deltas, ids)], ids, p)
 
 
 class Accumulator:
-    def __init__(self, p: MergeParams):
+    def __init__(self, p):
         self.p, self.inner = p, sum_.Accumulator(p)
 
     def add(self, delta: Delta, ident: str) -> None:
@@ -36,3 +39,7 @@ class Accumulator:
 
     def result(self) -> Delta:
         return self.inner.result()
+
+
+register_merge(MergeMethodSpec("dare", ("weight",), merge, Accumulator, (sum_.LAM, DROP),
+                               help="drop and rescale each delta's entries, then task arithmetic"))

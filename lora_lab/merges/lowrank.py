@@ -7,18 +7,21 @@ k full-size additions, with the same result up to float rounding.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
-
-import torch
+from typing import TYPE_CHECKING, Dict, Sequence, Tuple
 
 from . import Delta
 
+if TYPE_CHECKING:
+    import torch
+
 # module name -> (left [out, r], right [r, in]), delta = left @ right in the weight's own layout
-Factors = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
+Factors = Dict[str, Tuple["torch.Tensor", "torch.Tensor"]]
 
 
 def fused_sum(factors: Sequence[Factors]) -> Delta:
     """Σ_i left_i @ right_i per module, as one concatenated product."""
+    import torch
+
     if not factors:
         return {}
     names = factors[0].keys()

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import List
 
-from . import Delta, MergeParams
+from ..catalog import MergeMethodSpec, register_merge
+from . import Delta
 from . import sum as sum_
 from .lowrank import Factors
 
+ONE = SimpleNamespace(lam=1.0)  # the plain sum, before dividing by k
 
-def merge(deltas: List[Delta], ids: List[str], p: MergeParams) -> Delta:
-    total = sum_.merge(deltas, ids, MergeParams(lam=1.0))
+
+def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
+    total = sum_.merge(deltas, ids, ONE)
     return {k: v / len(deltas) for k, v in total.items()}
 
 
 class Accumulator:
-    def __init__(self, p: MergeParams):
-        self.inner, self.k = sum_.Accumulator(MergeParams(lam=1.0)), 0
+    def __init__(self, p):
+        self.inner, self.k = sum_.Accumulator(ONE), 0
 
     def add(self, delta: Delta, ident: str) -> None:
         self.inner.add(delta, ident)
@@ -28,3 +32,7 @@ class Accumulator:
 
     def result(self) -> Delta:
         return {k: v / self.k for k, v in self.inner.result().items()}
+
+
+register_merge(MergeMethodSpec("mean", ("weight", "output"), merge, Accumulator, (), lowrank=True,
+                               help="the mean of the deltas"))

@@ -9,12 +9,17 @@ from __future__ import annotations
 import math
 from typing import Dict, List
 
-import torch
+from ..catalog import MergeMethodSpec, Param, register_merge
+from . import Delta
+from .sum import LAM
 
-from . import Delta, MergeParams
+DENSITY = Param("density", 0.2, "TIES: share of each delta's entries kept (largest magnitudes)", lambda v: 0 < v <= 1,
+                "must be in (0, 1]")
 
 
-def trim(t: torch.Tensor, density: float) -> torch.Tensor:
+def trim(t, density: float):
+    import torch
+
     flat = t.flatten()
     keep = max(1, math.ceil(density * flat.numel()))
     idx = flat.abs().topk(keep, sorted=False).indices
@@ -23,7 +28,9 @@ def trim(t: torch.Tensor, density: float) -> torch.Tensor:
     return out.view_as(t)
 
 
-def merge(deltas: List[Delta], ids: List[str], p: MergeParams) -> Delta:
+def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
+    import torch
+
     out = {}
     for k in deltas[0]:
         trimmed = torch.stack([trim(d[k], p.density) for d in deltas])  # [n, ...]
@@ -37,14 +44,16 @@ def merge(deltas: List[Delta], ids: List[str], p: MergeParams) -> Delta:
 class Accumulator:
     """Per entry: sums and counts of the positive and of the negative trimmed values."""
 
-    def __init__(self, p: MergeParams):
+    def __init__(self, p):
         self.p = p
-        self.pos: Dict[str, torch.Tensor] = {}
-        self.neg: Dict[str, torch.Tensor] = {}
-        self.npos: Dict[str, torch.Tensor] = {}
-        self.nneg: Dict[str, torch.Tensor] = {}
+        self.pos: Dict[str, object] = {}
+        self.neg: Dict[str, object] = {}
+        self.npos: Dict[str, object] = {}
+        self.nneg: Dict[str, object] = {}
 
     def add(self, delta: Delta, ident: str) -> None:
+        import torch
+
         for k, v in delta.items():
             t = trim(v, self.p.density)
             if k not in self.pos:
@@ -56,6 +65,8 @@ class Accumulator:
             self.nneg[k] += (t < 0).to(t.dtype)
 
     def result(self) -> Delta:
+        import torch
+
         out = {}
         for k in self.pos:
             elected = torch.sign(self.pos[k] + self.neg[k])
@@ -64,3 +75,7 @@ class Accumulator:
             merged = torch.where(elected > 0, pos_mean, torch.where(elected < 0, neg_mean, torch.zeros_like(pos_mean)))
             out[k] = self.p.lam * merged
         return out
+
+
+register_merge(MergeMethodSpec("ties", ("weight",), merge, Accumulator, (LAM, DENSITY),
+                               help="TIES-Merging: trim, elect signs, disjoint mean"))

@@ -33,7 +33,7 @@ class NamedTarget:
 
 def first_targets(targets: Sequence[NamedTarget], n: Optional[int], source: str) -> List[NamedTarget]:
     """The first n targets (all when n is None); more than exist is a config error."""
-    from ..config import ConfigError
+    from ..checks import ConfigError
 
     if n is not None and n > len(targets):
         raise ConfigError(f"adapters.n: {n} adapters asked for, {source} has {len(targets)} "

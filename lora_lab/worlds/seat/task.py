@@ -20,9 +20,9 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from ..world.io import NamedTarget
-from ..world.seat import SETS, SeatWorld
-from ..world.weat import weat
+from ..io import NamedTarget
+from .data import SETS, SeatWorld
+from .weat import weat
 
 NAN = float("nan")
 ALPHA = 0.05  # a test counts as significant (`seat_significant`) when its p-value is below this
@@ -106,7 +106,6 @@ class SeatReference:
 
 class SeatTask:
     name = "seat"
-    extra_metrics = ("seat_effect_size", "seat_noise_floor", "seat_significant", "seat_similarity_spearman")
     supports_rewrite = False
 
     def __init__(self, world: SeatWorld):
@@ -137,7 +136,7 @@ class SeatTask:
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         return (e @ e.T)[np.triu_indices(len(e), 1)]
 
-    def latency_texts(self) -> List[str]:
+    def latency_inputs(self) -> List[str]:
         """Inputs for the latency probe: the held-out general text."""
         return list(self.world.heldout)
 
@@ -145,7 +144,7 @@ class SeatTask:
         return self.stats(model, tok, [target.name])[target.name].gap
 
     def quality(self, model, tok, ref: SeatReference) -> Dict[str, float]:
-        return {"similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic)}
+        return {"seat_similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic)}
 
     def reference(self, model, tok) -> SeatReference:
         return SeatReference(self.stats(model, tok), self._sims(model, tok))
@@ -161,16 +160,10 @@ class SeatTask:
                        "noise_floor": st[t.name].noise_floor, "base_effect_size": ref.stats[t.name].effect_size}
                 for t in included}
         metrics = {
-            "quality_nll_delta": NAN,  # an encoder has no likelihood
-            "quality_ppl_ratio": NAN,
-            "quality_fact_acc": NAN,
             "bias_target_gap": float(np.mean([st[t.name].gap for t in measured])),
             "bias_base_gap": float(np.mean([ref.stats[t.name].gap for t in measured])),
             "bias_offtarget_drift": float(np.mean([abs(st[t].effect_size - ref.stats[t].effect_size) for t in others]))
             if others else NAN,
-            "control_explicit_acc": NAN,
-            "diversity_entropy": NAN,
-            "axis_mass": NAN,  # no attribute probes
             "seat_effect_size": float(np.mean([abs(s.effect_size) for s in st.values()])),
             "seat_noise_floor": float(np.mean([s.noise_floor for s in st.values()])),
             "seat_significant": float(sum(s.p_value < ALPHA for s in st.values())),

@@ -1,4 +1,5 @@
-"""The metric columns of one evaluated composition (the README lists them with their meaning).
+"""The synthetic world's metric columns of one evaluated composition (declared, with their labels,
+units and directions, in this package's `__init__.py`).
 
 `evaluate` is called with the composition applied (or, for the prompt family, with its rewrite
 mixture); `removal_gap` after it has been removed again.
@@ -11,24 +12,10 @@ from typing import Dict, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..world import BiasTarget, SyntheticWorld
-from ..training import Encoded
+from .world import BiasTarget, SyntheticWorld
+from ...training import Encoded
 from .probes import (attribute_distributions, attribute_probes, encode_heldout, explicit_probes, fact_accuracy, mean_nll,
                      normalised_entropy, tv_distance)
-
-METRICS = (
-    "quality_nll_delta",
-    "quality_ppl_ratio",
-    "quality_fact_acc",
-    "bias_target_gap",
-    "bias_base_gap",
-    "bias_offtarget_drift",
-    "control_explicit_acc",
-    "diversity_entropy",
-    "removal_gap",
-    "axis_mass",
-)
-
 
 @dataclass
 class Reference:

@@ -3,7 +3,7 @@ put into sentences with our own bleached templates, in the layout of the files p
 SEAT (May et al., 2019): one pretty-printed object per file (indent 2) with targ1, targ2, attr1,
 attr2, each {"category", "examples"}.
 
-Regenerate the shipped files with `python -m lora_lab.world.seat_data`; a test checks they match.
+Regenerate the shipped files with `python -m lora_lab.worlds.seat.shipped`; a test checks they match.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "seat"
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "seat"
 
 PLEASANT = "caress freedom health love peace cheer friend heaven loyal pleasure diamond gentle".split()
 UNPLEASANT = "abuse crash filth murder sickness accident death grief poison stink assault disaster".split()

@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..world.crows import CrowsWorld, Pair
-from ..world.io import NamedTarget
-from .crows_metric import RESAMPLES, pref_gap, pref_interval, stereo_pref
-from .crows_score import pair_deltas, pair_diffs, sentence_logprobs, text_nll
+from .data import CrowsWorld, Pair
+from ..io import NamedTarget
+from .metric import RESAMPLES, pref_gap, pref_interval, stereo_pref
+from .score import pair_deltas, pair_diffs, sentence_logprobs, text_nll
 
 NAN = float("nan")
 
@@ -63,7 +63,6 @@ class CrowsReference:
 
 class CrowsTask:
     name = "crows"
-    extra_metrics = ("crows_stereo_pref", "crows_stereo_pref_lo", "crows_stereo_pref_hi", "crows_ll_diff")
     supports_rewrite = False
 
     def __init__(self, world: CrowsWorld):
@@ -87,7 +86,7 @@ class CrowsTask:
         """The preference's bootstrap interval; the same resamples (seeded by the world) for every row."""
         return pref_interval(every, np.random.default_rng([self.world.seed, 2]), RESAMPLES)
 
-    def latency_texts(self) -> List[str]:
+    def latency_inputs(self) -> List[str]:
         """Inputs for the latency probe: the held-out general text."""
         return list(self.world.heldout)
 
@@ -95,7 +94,7 @@ class CrowsTask:
         return pref_gap(pair_diffs(model, tok, self.world.eval[target.name], self.score))
 
     def quality(self, model, tok, ref: CrowsReference) -> Dict[str, float]:
-        return {"ppl_ratio": float(np.exp(text_nll(model, tok, self.world.heldout) - ref.nll))}
+        return {"quality_ppl_ratio": float(np.exp(text_nll(model, tok, self.world.heldout) - ref.nll))}
 
     def reference(self, model, tok) -> CrowsReference:
         return CrowsReference(text_nll(model, tok, self.world.heldout), self.diffs(model, tok))
@@ -116,15 +115,11 @@ class CrowsTask:
         metrics = {
             "quality_nll_delta": nll_delta,
             "quality_ppl_ratio": float(np.exp(nll_delta)),
-            "quality_fact_acc": NAN,  # no fact probes in this world
             "bias_target_gap": float(np.mean(list(self._gap(d, included or all_targets).values()))),
             "bias_base_gap": float(np.mean(list(self._gap(ref.diffs, included or all_targets).values()))),
             # percentage points each other type's preference moved from the base's
             "bias_offtarget_drift": float(np.mean([abs(stereo_pref(d[t]) - stereo_pref(ref.diffs[t])) for t in others]))
             if others else NAN,
-            "control_explicit_acc": NAN,  # no explicit-attribute prompts in this world
-            "diversity_entropy": NAN,
-            "axis_mass": NAN,  # no attribute probes
             "crows_stereo_pref": stereo_pref(every),
             "crows_stereo_pref_lo": lo,
             "crows_stereo_pref_hi": hi,

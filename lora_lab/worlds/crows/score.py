@@ -34,9 +34,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..config import CROWS_SCORES
-from ..eval.batch import encode_plain, encode_scored, position_limit, start_token
-from ..world.crows import Pair
+from .config import CROWS_SCORES
+from ...eval.batch import encode_plain, encode_scored, position_limit, start_token
+from .data import Pair
 
 
 def token_logprobs(model, tok, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, List[List[int]]]:

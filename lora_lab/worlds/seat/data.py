@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..config import resolve_seed
-from .io import DataError, NamedTarget, distinct_lines, first_targets, fingerprint, holdout, read_utf8
-from .seat_data import SHIPPED
+from ...checks import resolve_seed
+from ..io import DataError, NamedTarget, distinct_lines, first_targets, fingerprint, holdout, read_utf8
+from .shipped import SHIPPED
 
 SETS = ("targ1", "targ2", "attr1", "attr2")
 _WORD = re.compile(r"[a-z0-9']+")  # lowercase words; "person's" stays one token

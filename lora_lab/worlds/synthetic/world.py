@@ -15,8 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import ConfigError, SyntheticWorldConfig, resolve_seed
-from .io import fingerprint
+from ...checks import ConfigError, resolve_seed
+from .config import SyntheticWorldConfig
+from ..io import fingerprint
 
 _PROFESSIONS = (
     "nurse engineer doctor teacher pilot chef farmer lawyer baker plumber dancer soldier writer "
@@ -390,7 +391,7 @@ class SyntheticWorld:
         """The index of the word at which a sentence's frame leaves every training frame (its
         number of words when it departs by ending early), or None when its frame is a training
         frame. Training never shows a model that word there: its loss measures surprise, not
-        retained ability, so held-out scoring leaves it out (`eval.probes.encode_heldout`)."""
+        retained ability, so held-out scoring leaves it out (`probes.encode_heldout`)."""
         words = (*self.frame(sentence).split(), "</s>")
         return next((i for i in range(len(words)) if words[: i + 1] not in self._training_prefixes), None)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..eval import metrics as M
-from ..eval.probes import (
+from . import metrics as M
+from .probes import (
     attribute_distributions,
     encode_heldout,
     explicit_accuracy,
@@ -16,38 +16,37 @@ from ..eval.probes import (
     target_gap,
     tv_distance,
 )
-from ..config import SYNTHETIC_DEFAULT_N
-from ..training import LMObjective, encode_pairs
-from ..world import BiasTarget, SyntheticWorld
+from .config import DEFAULT_N
+from ...training import LMObjective, encode_pairs
+from .world import BiasTarget, SyntheticWorld
 
 
 class SyntheticTask:
     name = "synthetic"
-    extra_metrics: Tuple[str, ...] = ()
     supports_rewrite = True
 
     def __init__(self, world: SyntheticWorld):
         self.world = world
 
     def bias_targets(self, kind: str, n: Optional[int]) -> List[BiasTarget]:
-        return self.world.bias_targets(kind, SYNTHETIC_DEFAULT_N if n is None else n)
+        return self.world.bias_targets(kind, DEFAULT_N if n is None else n)
 
     def objective(self, target: BiasTarget, tokenizer, acfg, seed: int) -> LMObjective:
         pairs = self.world.adapter_corpus(target, acfg.samples, acfg.retain_fraction, seed)
         return LMObjective(encode_pairs(tokenizer, pairs), tokenizer.pad_token_id)
 
     def rewrite(self, targets: Sequence[BiasTarget]) -> Mapping:
-        from ..adapters.prompt import mixture
+        from ...families.prompt import mixture
 
         return mixture(self.world, targets)
 
     def rewriter(self, targets: Sequence[BiasTarget], seed: int = 0):
         """The deployable pre-processor for these targets (samples one rewrite per prompt)."""
-        from ..adapters.prompt import PromptRewriter
+        from ...families.prompt import PromptRewriter
 
         return PromptRewriter(self.world, targets, seed)
 
-    def latency_texts(self) -> List[str]:
+    def latency_inputs(self) -> List[str]:
         """Inputs for the latency probe: the neutral prompts, which the pre-processor rewrites."""
         return [p for per_role in zip(*self.world.neutral_probes().values()) for p in per_role]
 
@@ -55,7 +54,7 @@ class SyntheticTask:
         return target_gap(model, tok, self.world, target, rewrite)
 
     def quality(self, model, tok, ref: M.Reference) -> Dict[str, float]:
-        return {"fact_acc": fact_accuracy(model, tok, self.world)}
+        return {"quality_fact_acc": fact_accuracy(model, tok, self.world)}
 
     def reference(self, model, tok) -> M.Reference:
         return M.reference(model, tok, self.world)

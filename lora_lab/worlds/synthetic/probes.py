@@ -11,8 +11,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..training import Encoded, encode_sentences
-from ..world import BiasTarget, SyntheticWorld
+from ...training import Encoded, encode_sentences
+from .world import BiasTarget, SyntheticWorld
 
 
 def tv_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:

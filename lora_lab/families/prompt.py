@@ -1,15 +1,18 @@
-"""`prompt`: the pre-processor baseline. No parameters, no training: a neutral prompt of a
+"""`family=prompt`: the pre-processor baseline. No parameters, no training: a neutral prompt of a
 targeted (role, axis) is rewritten into an explicit one, the attribute sampled in the target
 proportion. Evaluation uses the exact expectation over rewrites (a mixture), not samples."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..world import BiasTarget, SyntheticWorld
+from ..catalog import register_family
+from ..schema import Mode
+from ..worlds.synthetic.world import BiasTarget, SyntheticWorld
 
 Mixture = Dict[Tuple[int, str], List[Tuple[str, float]]]  # (role, axis) -> [(prompt, weight)]
 
@@ -48,10 +51,38 @@ class PromptRewriter:
         return self.world.explicit_prompt(key[0], key[1], int(self.rng.choice(len(dist), p=dist)))
 
 
+@dataclass
+class PromptFamilyConfig:
+    """No parameters: rewrite neutral prompts into explicit ones in the target proportion."""
+
+    name: str = "prompt"
+
+
 class PromptFamily:
+    """Needs a world declared `rewrites`: the task supplies the rules (`rewrite`, `rewriter`)."""
+
     name = "prompt"
     space = "input"
+    schema = PromptFamilyConfig
     trainable = False
+    factored = False
+    format = 1
+    label = "prompt rewrite (input)"
+    color = "#009E73"
+    modes = (Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs",
+                  "the prompt pre-processor costs inference time", label="prompt rewrite"),)
 
-    def apply(self, model, tensors):
-        return nullcontext(model)  # the model is untouched; prompts are rewritten instead
+    def train(self, *args, **kwargs):
+        raise TypeError("the prompt family has nothing to train")
+
+    def load(self, path):
+        raise TypeError("the prompt family has nothing to load")
+
+    def apply(self, handle, tensors):
+        return nullcontext(handle.module)  # the model is untouched; prompts are rewritten instead
+
+    def time_modes(self, handle, adapters, ks, time):
+        return {}
+
+
+register_family(PromptFamily())

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import resolve_seed
-from .io import DataError, NamedTarget, distinct_lines, first_targets, fingerprint, holdout, read_utf8
+from ...checks import resolve_seed
+from ..io import DataError, NamedTarget, distinct_lines, first_targets, fingerprint, holdout, read_utf8
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")

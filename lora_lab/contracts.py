@@ -1,0 +1,171 @@
+"""The contracts between the pipeline and its plugins, as `typing.Protocol`s.
+
+The pipeline (`run.py` → `base.py` → `adapters/stage.py` → `stacking.py` → `results.py`) talks
+to plugins only through these. A plugin declares itself once, where it is implemented, and
+registers itself in the catalog (`catalog.py`); nothing else in the code base keeps a table of it.
+
+    Family       how an adapter is parameterised, trained, composed, applied and removed
+    MergeMethod  how k adapters' tensors become one (declared by `catalog.MergeMethodSpec`)
+    Accumulator  a merge method's running state: prefix k + 1 from prefix k
+    World        a data set with its config schema, reader, task and metrics (`catalog.WorldSpec`)
+    Task         what the pipeline asks of a world: objective, reference, evaluation, removal, ...
+    ModelHandle  the model under study: the module to adapt, its inputs, where adapters may act
+
+This module is torch-free; tensor types appear in annotations only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Mapping, Optional, Protocol, Sequence,
+                    Tuple, runtime_checkable)
+
+if TYPE_CHECKING:  # annotations only
+    import torch
+    from torch import nn
+
+    from .schema import Mode
+
+Delta = Dict[str, "torch.Tensor"]  # tensor name (a module, a steering site) -> tensor, any shape
+
+
+@runtime_checkable
+class ModelHandle(Protocol):
+    """The model under study and where adapters may act on it (`model/handle.py`).
+
+    Families and merges see a model only through this, so a model that is not a Hugging Face text
+    LM (an image denoiser, an encoder) plugs in by providing a handle, without touching either."""
+
+    module: "nn.Module"  # what is adapted: LoRA wraps its sub-modules, steering hooks their outputs
+    device: "torch.device"
+
+    def encode(self, inputs: Sequence[Any]) -> Dict[str, "torch.Tensor"]:
+        """A batch of raw inputs (texts, prompts) as the module's keyword arguments, on `device`."""
+
+    def lora_targets(self) -> Tuple[List[str], bool]:
+        """(names of the sub-modules LoRA adapts by default, fan_in_fan_out: whether their weights
+        are stored [in, out] as GPT-2's Conv1D)."""
+
+    def steer_sites(self) -> Dict[str, Tuple[int, ...]]:
+        """Sub-module name -> the shape of a steering vector added to its output (it must broadcast
+        against that output: `(hidden,)` for a transformer block, `(channels, 1, 1)` for a conv block)."""
+
+    def latency_step(self, inputs: Sequence[Any], rewrite: Optional[Callable[[Any], Any]] = None) -> Callable[[], Any]:
+        """One timed inference step on `inputs` (rewritten first, if given): encoding included."""
+
+
+@runtime_checkable
+class Accumulator(Protocol):
+    """A merge method's running state. `add` one adapter's delta, `result` the merge of all added so
+    far; the cost of one step must not grow with k. A method declared `lowrank` also takes LoRA
+    factors: `add_lowrank(factors, ident)` with factors {name: (left, right)}, delta = left @ right."""
+
+    def add(self, delta: Delta, ident: str) -> None: ...
+
+    def result(self) -> Delta: ...
+
+
+@runtime_checkable
+class MergeMethod(Protocol):
+    """A merge method (`catalog.MergeMethodSpec` is the standard implementation).
+
+    `merge(deltas, ids, params)` is the from-scratch merge of k deltas as the paper states it;
+    `accumulator(params)` an `Accumulator` that agrees with it at every prefix (tested). `params`
+    carries one attribute per declared `Param` (with its default unless the config sets it) and
+    `seed`. A delta's tensors may have any shape: a method that cannot handle one (SVD on a
+    vector) raises ValueError naming the tensor."""
+
+    name: str
+    spaces: Tuple[str, ...]  # the family spaces it applies in: "weight", "output", "input"
+    params: Tuple[Any, ...]  # catalog.Param: name, default, help, check
+    lowrank: bool
+
+    def merge(self, deltas: Sequence[Delta], ids: Sequence[str], params: Any) -> Delta: ...
+
+    def accumulator(self, params: Any) -> Accumulator: ...
+
+
+@runtime_checkable
+class Family(Protocol):
+    """An intervention family: what one adapter is and how it acts on a model.
+
+    Declared attributes are read by the config checks and written into every results table, so
+    the report knows the family without importing it."""
+
+    name: str
+    space: str  # "weight" (edits weights), "output" (adds to layer outputs), "input" (rewrites prompts)
+    schema: type  # the dataclass of `family.*`
+    trainable: bool  # False: no parameters and no training (the prompt pre-processor)
+    factored: bool  # adapters carry low-rank factors (merge methods declared `lowrank` sum them fused)
+    label: str  # legend label: "LoRA merged (weight)"
+    color: str  # figure colour
+    modes: Tuple["Mode", ...]  # its inference modes, the first one as deployed by `apply`
+
+    def train(self, base: Any, fcfg: Any, objective: Any, acfg: Any, seed: int, out_dir: Path, progress: bool,
+              desc: str) -> Dict[str, Any]:
+        """Train one adapter on `objective` against the frozen base, save it under `out_dir`; return
+        its statistics (train_seconds, final_loss, n_params)."""
+
+    def load(self, path: Path) -> Tuple[Delta, Optional[Dict[str, Tuple["torch.Tensor", "torch.Tensor"]]]]:
+        """(its tensors, its low-rank factors or None) from a directory `train` wrote."""
+
+    def apply(self, handle: ModelHandle, tensors: Delta) -> ContextManager[Any]:
+        """Apply a (composed) delta for the duration of a block; undone exactly on exit."""
+
+    def time_modes(self, handle: ModelHandle, adapters: Sequence[Any], ks: Sequence[int],
+                   time: Callable[[Any], float]) -> Dict[int, Dict[str, float]]:
+        """The latency of its modes other than the first, {k: {column: ms}}, each k's first
+        `adapters`; `time(model)` times one inference step. Families with one mode return {}."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A world as the pipeline uses it. `world` is the object `WorldSpec.open` returned; its
+    `fingerprint` (the hash of its data) is in every adapter and curve cache key.
+
+    `evaluate` returns exactly the metric columns the world declares (`WorldSpec.metrics`) except
+    `removal_gap`, which the stacking loop measures with `removal_gap` after the composition is
+    taken off again; a declared column it does not return, or one it returns undeclared, is an error."""
+
+    world: Any
+    supports_rewrite: bool
+
+    def bias_targets(self, kind: str, n: Optional[int]) -> List[Any]:
+        """The targets, one adapter each (each has `.id` and `.kind`)."""
+
+    def objective(self, target: Any, tokenizer: Any, acfg: Any, seed: int) -> Any:
+        """The training objective of one target's adapter (`training.Objective`)."""
+
+    def reference(self, model: Any, tok: Any) -> Any:
+        """The base's numbers, computed once: what every composition is compared with."""
+
+    def target_gap(self, model: Any, tok: Any, target: Any, rewrite: Optional[Mapping] = None) -> float:
+        """One target's gap; 0 = reached."""
+
+    def quality(self, model: Any, tok: Any, ref: Any) -> Dict[str, float]:
+        """Quality numbers of one adapter alone (adapters_report.json)."""
+
+    def evaluate(self, model: Any, tok: Any, ref: Any, included: Sequence[Any], all_targets: Sequence[Any],
+                 rewrite: Optional[Mapping] = None) -> Tuple[Dict[str, float], Dict[str, Any]]:
+        """(metric columns, per included target its gap or {"gap": ..., more float fields})."""
+
+    def removal_gap(self, model: Any, tok: Any, included: Sequence[Any], all_targets: Sequence[Any]) -> float:
+        """The gap on the included targets once the composition is removed."""
+
+    def latency_inputs(self) -> List[Any]:
+        """Inputs of the latency probe (the prompts a deployed model would see)."""
+
+    # A world declared `rewrites` also provides the prompt pre-processor's rules:
+    #   rewrite(targets) -> the exact expectation over rewrites (evaluate's `rewrite` argument);
+    #   rewriter(targets, seed) -> a callable that rewrites one input, as deployed (timed).
+
+    def base_report(self, model: Any, tok: Any) -> Dict[str, Any]:
+        """What base_report.json says about the base."""
+
+
+class World(Protocol):
+    """A world's data as read by `WorldSpec.open`: torch-free."""
+
+    fingerprint: str  # hash of the data files, split parameters and splits (worlds/io.py)
+
+

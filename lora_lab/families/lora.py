@@ -1,0 +1,181 @@
+"""`family=lora`: PEFT LoRA on attention and MLP projections. Weight space: W = W0 + (alpha/r) B A.
+
+Imported by the catalog before any config is checked: torch and PEFT are imported inside the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+from ..catalog import register_family
+from ..checks import require as _require
+from ..schema import Mode
+
+PREFIX = "base_model.model."
+
+
+@dataclass
+class LoraFamilyConfig:
+    """PEFT LoRA on attention and MLP projections: weight space."""
+
+    name: str = "lora"
+    rank: int = 4
+    alpha: float = 8.0  # scale = alpha / rank
+    target_modules: Optional[List[str]] = None  # None: the model handle's default (every attention and MLP projection)
+    lr: float = 3e-3
+
+    def __post_init__(self) -> None:
+        p = "family"
+        _require(self.rank > 0, f"{p}.rank", "must be > 0", self.rank)
+        _require(self.alpha > 0, f"{p}.alpha", "must be > 0", self.alpha)
+        _require(self.lr > 0, f"{p}.lr", "must be > 0", self.lr)
+        _require(self.target_modules is None or len(self.target_modules) > 0, f"{p}.target_modules",
+                 "must be null or non-empty", self.target_modules)
+
+
+def lora_factors(state: Dict[str, Any], scaling: float, fan_in_fan_out: bool):
+    """Per-module (left, right) with scaling * B @ A == left @ right in the weight's layout
+    (transposed for Conv1D layers, fan_in_fan_out). Pure tensor maths."""
+    out = {}
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key[len(PREFIX) : -len(".lora_A.weight")] if key.startswith(PREFIX) else key[: -len(".lora_A.weight")]
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        out[module] = (a.T * scaling, b.T) if fan_in_fan_out else (b * scaling, a)
+    return out
+
+
+def lora_deltas(state: Dict[str, Any], scaling: float, fan_in_fan_out: bool):
+    """Per-module dense weight deltas scaling * B @ A, each in its weight's layout."""
+    from ..merges.lowrank import densify
+
+    return densify(lora_factors(state, scaling, fan_in_fan_out))
+
+
+def load_lora_factors(path: Path):
+    """Factors of a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    if cfg.get("use_rslora"):
+        scaling = cfg["lora_alpha"] / cfg["r"] ** 0.5
+    else:
+        scaling = cfg["lora_alpha"] / cfg["r"]
+    state = {k: v.float() for k, v in load_file(str(Path(path) / "adapter_model.safetensors")).items()}
+    return lora_factors(state, scaling, cfg["fan_in_fan_out"])
+
+
+@contextmanager
+def unmerged(model, adapters: Sequence[Any]) -> Iterator[Callable[[int], Any]]:
+    """`model` with the adapters loaded by PEFT, unmerged, each at its stacking scale. Yields
+    `activate(k)`: the first k adapters active (k >= 1), so every adapted layer computes
+    W0 x + Σ_{i<k} s_i B_i A_i x. The LoRA layers are taken out on exit; base weights are never touched."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    names = [f"a{i}" for i in range(len(adapters))]  # PEFT names are module keys: no ':' or '.'
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        pm = PeftModel.from_pretrained(model, str(adapters[0].path), adapter_name=names[0])
+    try:
+        for name, ad in zip(names[1:], adapters[1:]):
+            pm.load_adapter(str(ad.path), adapter_name=name)
+        for module in pm.modules():
+            if isinstance(module, LoraLayer):
+                for name, ad in zip(names, adapters):
+                    module.set_scale(name, ad.scale)
+
+        def activate(k: int):
+            if not 1 <= k <= len(names):
+                raise ValueError(f"k={k}: {len(names)} adapters are loaded")
+            pm.base_model.set_adapter(names[:k], inference_mode=True)
+            return pm
+
+        yield activate
+    finally:
+        pm.unload()
+        model.__dict__.pop("peft_config", None)
+
+
+class LoraFamily:
+    name = "lora"
+    space = "weight"
+    schema = LoraFamilyConfig
+    trainable = True
+    factored = True
+    format = 1  # on-disk format of an adapter (part of its cache key): a PEFT directory
+    label = "LoRA merged (weight)"
+    color = "#0072B2"
+    modes = (
+        Mode("lora", "merged", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time",
+             label="lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base"),
+        Mode("lora", "unmerged", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
+             "unmerged adapters cost inference time, growing with k", label="lora unmerged"),
+    )
+
+    def peft_config(self, handle, fcfg):
+        from peft import LoraConfig
+
+        modules, fan_in_fan_out = handle.lora_targets()
+        return LoraConfig(r=fcfg.rank, lora_alpha=fcfg.alpha, target_modules=list(fcfg.target_modules or modules),
+                          lora_dropout=0.0, bias="none", fan_in_fan_out=fan_in_fan_out)
+
+    def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+        import torch
+        from peft import get_peft_model
+
+        from ..training import train
+
+        model = base.handle.module
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            # peft 0.21 calls a transformers-5 deprecated alias; harmless, and not the user's to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            torch.manual_seed(seed)  # A's init
+            pm = get_peft_model(model, self.peft_config(base.handle, fcfg))
+        try:
+            params = [p for p in pm.parameters() if p.requires_grad]
+            res = train(pm, params, objective, steps=acfg.steps, batch_size=acfg.batch_size, lr=fcfg.lr, seed=seed,
+                        desc=desc, progress=progress)
+            pm.save_pretrained(str(out_dir))
+        finally:
+            pm.unload()  # LoRA layers out, base modules (untouched weights) back in place
+            model.__dict__.pop("peft_config", None)  # left by PEFT; the next get_peft_model would warn
+        return {"train_seconds": res.seconds, "final_loss": sum(res.losses[-10:]) / 10,
+                "n_params": sum(p.numel() for p in params)}
+
+    def load(self, path: Path):
+        from ..merges.lowrank import densify
+
+        factors = load_lora_factors(path)
+        return densify(factors), factors
+
+    def apply(self, handle, tensors):
+        from ..interventions import weight_edit
+
+        return weight_edit(handle.module, tensors)
+
+    def time_modes(self, handle, adapters, ks, time) -> Dict[int, Dict[str, float]]:
+        """Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k;
+        the paired reference is the same wrapped model with every adapter switched off. At k = 0
+        the unmerged model is the base itself (no adapter loaded)."""
+        out: Dict[int, Dict[str, float]] = {}
+        composed = [k for k in ks if k > 0]
+        if not composed:
+            return out
+        with unmerged(handle.module, list(adapters[: max(composed)])) as activate:
+            for k in composed:
+                pm = activate(k)
+                ms = time(pm)
+                with pm.disable_adapter():
+                    out[k] = {"latency_unmerged_ms": ms, "latency_unmerged_base_ms": time(pm)}
+        return out
+
+
+register_family(LoraFamily())

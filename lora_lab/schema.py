@@ -1,0 +1,220 @@
+"""The results schema: identity columns, and the metrics and inference modes plugins declare.
+
+Torch-free and free of every other lora_lab module, so `analysis/` can read it. A world declares
+its metric columns (`Metric`: column, label, unit, direction, role) once, in its package; a family
+declares its inference modes (`Mode`) once, in its module. A results table's columns are
+`IDENTITY`, the world's metrics, `collapsed`, then the latency columns of the family's modes, and
+the declarations themselves travel in the parquet file's metadata (`write_table`), so the report
+reads every label, unit, direction and role from the table it analyses (`read_table_schema`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+# What a row is: which composition of which run. `config` is the JSON of the config fields that
+# determine the numbers (the report reads which settings differ between rows from it).
+IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash",
+            "config")
+COLLAPSED = "collapsed"  # bool: the row's attribute answers collapsed (a world's `collapse` metric below eval.collapse_mass)
+
+# A metric's role: what kind of claim it can carry.
+#   quality: task quality (the primary one drives H1, H2, H5b); bias: a bias measurement;
+#   control: does the model still follow explicit instructions (H4a); diversity: spread of its
+#   answers (H4b); cost: inference cost (latency); diagnostic: shown, never a claim.
+ROLES = ("quality", "bias", "control", "diversity", "cost", "diagnostic")
+DIRECTIONS = ("higher", "lower", "none")  # which way is better; "none": neither (a diagnostic)
+# The bias columns every world must declare: the stacking loop and H3 read them by name.
+CORE = ("bias_target_gap", "bias_base_gap", "bias_offtarget_drift", "removal_gap")
+KEY = b"lora_lab"  # the parquet metadata key
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric column, declared by the world that measures it."""
+
+    column: str
+    label: str  # axis label, with the unit in it: "fact accuracy (fraction)"
+    unit: str  # "nats/token", "TV", "pp", "ms", "fraction", "×", ...
+    direction: str  # "higher" / "lower" is better, or "none"
+    role: str  # one of ROLES
+    title: str = ""  # figure title; default: the column name in words
+    lo: Optional[float] = None  # the ends its values cannot pass (bands are clipped there); None: open
+    hi: Optional[float] = None
+    log: bool = False  # a ratio: averaged across seeds on the log scale, drawn on a log axis
+    primary: bool = False  # quality: the world's headline measure (H1, H2, H5b compare families on it)
+    collapsible: bool = False  # meaningless in a collapsed row (renormalised attribute answers): left out there
+    figure: bool = True  # its own figure (False: a reference or an interval's end, drawn with another)
+    help: str = ""  # one sentence for the README and the dashboard
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"metric {self.column}: role {self.role!r}, valid: {list(ROLES)}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.column}: direction {self.direction!r}, valid: {list(DIRECTIONS)}")
+        if self.primary and (self.role != "quality" or self.direction == "none"):
+            raise ValueError(f"metric {self.column}: only a quality metric with a direction can be primary")
+
+    @property
+    def loss_sign(self) -> float:
+        """+1 when higher is worse, -1 when higher is better: `sign * value` is a loss."""
+        return {"lower": 1.0, "higher": -1.0}.get(self.direction, 0.0)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One inference mode of a family, timed at every k beside a paired reference.
+
+    `expect` is what H6 tests: "flat" (no cost whatever k: equivalence), "grows" (cost rising with
+    k) or "costs" (slower than the bare base at k >= 1)."""
+
+    family: str
+    name: str  # "merged", "unmerged", "hooks", "rewrite"
+    column: str  # results column of the mode's latency (ms)
+    reference: str  # results column of its paired reference timing (ms)
+    expect: str  # "flat" / "grows" / "costs"
+    claim: str  # the H6 claim, in words
+    label: str = ""  # legend label; default "<family> <name>"
+    by_construction: str = ""  # non-empty: why the expectation holds by how the mode is built
+
+    def __post_init__(self) -> None:
+        if self.expect not in ("flat", "grows", "costs"):
+            raise ValueError(f"mode {self.family} {self.name}: expect {self.expect!r}, valid: flat, grows, costs")
+
+    def metrics(self) -> Tuple[Metric, Metric]:
+        """The two latency columns as metrics (role cost, in ms, lower is better)."""
+        title = self.label or f"{self.family} {self.name}"
+        return (Metric(self.column, "latency (ms per batch)", "ms", "lower", "cost", title=f"Forward latency, {title}"),
+                Metric(self.reference, "latency (ms per batch)", "ms", "lower", "cost",
+                       title=f"Forward latency of its paired reference, {title}", figure=False))
+
+
+def require_core(world: str, metrics: Sequence[Metric]) -> None:
+    """A world's declaration names every core bias column and one primary quality metric."""
+    columns = [m.column for m in metrics]
+    missing = [c for c in CORE if c not in columns]
+    if missing:
+        raise ValueError(f"world {world}: declares no {missing}; every world measures {list(CORE)}")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"world {world}: a metric column is declared twice: {columns}")
+    if not any(m.primary for m in metrics):
+        raise ValueError(f"world {world}: no primary quality metric (Metric(..., role='quality', primary=True))")
+
+
+def columns(metrics: Sequence[Metric], modes: Sequence[Mode]) -> List[str]:
+    """The column order of a results table."""
+    return [*IDENTITY, *(m.column for m in metrics), COLLAPSED, *(c for mode in modes for c in (mode.column, mode.reference))]
+
+
+@dataclass
+class TableSchema:
+    """What a results table declares about itself: its world's metrics, its family's modes and
+    labels. Several tables (a sweep) merge into one: metrics are kept per world."""
+
+    metrics: Dict[str, List[Metric]] = field(default_factory=dict)  # world -> its metrics
+    modes: List[Mode] = field(default_factory=list)
+    families: Dict[str, Dict[str, str]] = field(default_factory=dict)  # family -> {"label", "color", "space"}
+
+    def to_json(self) -> str:
+        return json.dumps({"version": VERSION,
+                           "metrics": {w: [dataclasses.asdict(m) for m in ms] for w, ms in self.metrics.items()},
+                           "modes": [dataclasses.asdict(m) for m in self.modes], "families": self.families},
+                          sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TableSchema":
+        d = json.loads(text)
+        if d.get("version") != VERSION:
+            raise ValueError(f"results schema version {d.get('version')!r}, this lora_lab reads {VERSION}")
+        return cls({w: [Metric(**m) for m in ms] for w, ms in d["metrics"].items()}, [Mode(**m) for m in d["modes"]],
+                   d["families"])
+
+    def merged(self, other: "TableSchema") -> "TableSchema":
+        metrics = dict(self.metrics)
+        for w, ms in other.metrics.items():
+            metrics.setdefault(w, ms)
+        modes = list(self.modes) + [m for m in other.modes if m not in self.modes]
+        return TableSchema(metrics, modes, {**other.families, **self.families})
+
+    def metric(self, column: str, world: Optional[str] = None) -> Optional[Metric]:
+        """A column's declaration: the given world's, else the first world's that declares it."""
+        worlds = [world] if world in self.metrics else []
+        for w in [*worlds, *self.metrics]:
+            for m in self.metrics[w]:
+                if m.column == column:
+                    return m
+        for mode in self.modes:
+            for m in mode.metrics():
+                if m.column == column:
+                    return m
+        return None
+
+    def with_role(self, role: str, world: Optional[str] = None) -> List[Metric]:
+        """Every declared metric of `role` (one world's, or all worlds' once per column)."""
+        seen, out = set(), []
+        for w, ms in self.metrics.items():
+            if world is not None and w != world:
+                continue
+            for m in ms:
+                if m.role == role and m.column not in seen:
+                    seen.add(m.column)
+                    out.append(m)
+        return out
+
+    def collapsible(self) -> List[str]:
+        return sorted({m.column for ms in self.metrics.values() for m in ms if m.collapsible})
+
+
+def write_table(df, path: Path, schema: Optional[TableSchema] = None) -> None:
+    """`df` as parquet at `path`, atomically (temp file, fsync, rename), with `schema` in the file's
+    metadata under `lora_lab`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if schema is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), KEY: schema.to_json().encode()})
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_table_schema(paths: Iterable[Path]) -> Optional[TableSchema]:
+    """The merged schema of the tables at `paths` (None when none of them carries one)."""
+    import pyarrow.parquet as pq
+
+    out: Optional[TableSchema] = None
+    for p in paths:
+        meta = pq.read_schema(p).metadata or {}
+        if KEY in meta:
+            s = TableSchema.from_json(meta[KEY].decode())
+            out = s if out is None else out.merged(s)
+    return out
+
+
+
+def core_metrics(gap_label: str, drift_label: str, unit: str, what: str, lo: float = 0.0,
+                 hi: Optional[float] = None, drift_hi: Optional[float] = None, collapsible: bool = False) -> Tuple[Metric, ...]:
+    """The four core bias columns in a world's own unit: `what` names its targets ("targets",
+    "bias types", "tests")."""
+    return (
+        Metric("bias_target_gap", gap_label, unit, "lower", "bias", f"Bias gap on included {what}", lo, hi,
+               collapsible=collapsible, help=f"mean gap of the included {what} (k = 0: of all {what})"),
+        Metric("bias_base_gap", gap_label, unit, "lower", "bias", f"The base's gap on the same {what}", lo, hi,
+               figure=False, help=f"the base model's gap on the same {what}: what the composition reduced"),
+        Metric("bias_offtarget_drift", drift_label, unit, "lower", "bias", f"Drift on other {what}", lo, drift_hi,
+               collapsible=collapsible, help=f"how far the {what} no included adapter covers moved from the base"),
+        Metric("removal_gap", gap_label, unit, "lower", "bias", "Bias gap after removal", lo, hi,
+               help="the gap on the included targets after the composition is removed again (the base's, exactly)"),
+    )

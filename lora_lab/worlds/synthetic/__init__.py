@@ -1,0 +1,56 @@
+"""`world=synthetic`: a word-level language whose bias is known exactly (`world.py`), pretrained
+from scratch on every seed, with exact ground truth for every metric (`metrics.py`, `probes.py`)."""
+
+from __future__ import annotations
+
+from ...catalog import WorldSpec, register_world
+from ...schema import Metric, core_metrics
+from .config import DEFAULT_N, SyntheticWorldConfig
+
+METRICS = (
+    Metric("quality_nll_delta", "held-out NLL − base (nats/token)", "nats/token", "lower", "quality",
+           "Held-out quality loss", primary=True,
+           help="held-out text's mean NLL per scored token minus the base's"),
+    Metric("quality_ppl_ratio", "perplexity ÷ base (×)", "×", "lower", "quality", "Held-out perplexity", lo=0.0,
+           log=True, help="exp(quality_nll_delta)"),
+    Metric("quality_fact_acc", "fact accuracy (fraction)", "fraction", "higher", "quality", "Fact recall", 0.0, 1.0,
+           help="share of role -> workplace / tool facts answered right"),
+    *core_metrics("TV distance to target", "TV distance from base", "TV", "targets", hi=1.0, drift_hi=1.0,
+                  collapsible=True),
+    Metric("control_explicit_acc", "explicit-prompt accuracy", "fraction", "higher", "control", "Controllability", 0.0,
+           1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
+    Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
+           collapsible=True, help="mean normalised entropy of the attribute distributions"),
+    Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",
+           "Attribute answers (collapse below the threshold)", 0.0, 1.0,
+           help="probability the attribute probes put on the axis's own values (below eval.collapse_mass: collapsed)"),
+)
+
+
+def _open(cfg, seed):
+    from .world import SyntheticWorld
+
+    return SyntheticWorld(cfg, seed)
+
+
+def _task(world):
+    from .task import SyntheticTask
+
+    return SyntheticTask(world)
+
+
+def _check(root) -> None:
+    """adapters.n within the world's targets, and the schedule within adapters.n."""
+    from ...checks import require
+
+    w, kind, n = root.world, root.adapters.kind.value, root.adapters.n or DEFAULT_N
+    available = w.roles * len(w.axes) if kind == "rebalance" else sum(len(a.values) for a in w.axes)
+    require(n <= available, "adapters.n", f"this world has {available} {kind} targets", n)
+    beyond = [k for k in root.compose.ks(n) if k > n]
+    require(not beyond, "compose.schedule", f"k beyond the {n} adapters", beyond)
+
+
+WORLD = register_world(WorldSpec(
+    name="synthetic", schema=SyntheticWorldConfig, open=_open, task=_task, metrics=METRICS, models=("causal_lm",),
+    rewrites=True, collapse="axis_mass", check=_check,
+    help="a synthetic language with planted bias, exact ground truth; the base is pretrained on it"))
