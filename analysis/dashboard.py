@@ -4,7 +4,9 @@ family / merge / ordering / seed, and the claims table.
 
 Curves are computed in the page as in the figures: for each k, each seed's mean over the selected
 orderings, then the mean over seeds with a t-based 95% band across seeds. Points where rows have
-collapsed are drawn open."""
+collapsed are drawn open. Labels, log axes and family colours come from the table's schema: the
+metrics each world declares and the labels and colours each family declares, written into the
+table's metadata."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import pandas as pd
 
 from scipy import stats
 
-from .figures import FAMILY_COLOR, FAMILY_LABEL, K_LABEL, metric_columns, metric_label
-from .stats import ATTRIBUTE_METRICS, Claim
+from lora_lab.schema import TableSchema
+
+from .figures import K_LABEL, family_color, family_label, is_log, metric_columns, metric_label
+from .stats import Claim, world_of
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lora_lab: __TITLE__</title>
@@ -99,7 +103,7 @@ function color(arm) { return D.familyColor[arm.split(" [")[0]] || "#555"; }
 function dash(merge) { return DASHES[Math.max(0, uniq("merge").indexOf(merge)) % DASHES.length]; }
 function draw() {
   const svg = document.getElementById("chart"); svg.innerHTML = "";
-  const m = sel.value, logy = m === "quality_ppl_ratio", attr = D.attributeMetrics.includes(m);
+  const m = sel.value, logy = D.logMetrics.includes(m), attr = D.attributeMetrics.includes(m);
   // one setting at a time; attribute metrics leave collapsed rows out, as the claims do
   const keep = rows.filter(r => r.setting === settingSel.value && r[m] !== null && !(attr && r.collapsed)
     && ["family", "merge", "ordering", "seed"].every(k => filters[k].has(r[k])));
@@ -217,16 +221,19 @@ def claims_html(claims: List[Claim]) -> str:
     return f'<table id="claims">{head}{"".join(body)}</table>'
 
 
-def write_dashboard(df: pd.DataFrame, claims: List[Claim], path: Path, title: str) -> Path:
-    """`df` carries `setting` and `arm` (`stats.prepare`); a family's variants (arms) are its own curves."""
+def write_dashboard(df: pd.DataFrame, claims: List[Claim], schema: TableSchema, path: Path, title: str) -> Path:
+    """`df` carries `setting` and `arm` (`stats.prepare`); a family's variants (arms) are its own
+    curves. A metric is labelled as the world of the rows that measure it declares it."""
     metrics = metric_columns(df)
     d = df.assign(family=df.arm)
     cols = ["setting", "family", "merge", "ordering", "seed", "k", "collapsed", *metrics]
     data = d[cols].astype(object).where(d[cols].notna(), None).to_dict(orient="records")
-    labels = {m: metric_label(df, m) for m in metrics}
+    world = {m: world_of(df[df[m].notna()]) for m in metrics}
     payload = {
-        "rows": data, "metrics": labels, "kLabel": K_LABEL, "familyLabel": FAMILY_LABEL,
-        "familyColor": FAMILY_COLOR, "attributeMetrics": list(ATTRIBUTE_METRICS),
+        "rows": data, "metrics": {m: metric_label(schema, world[m], m) for m in metrics}, "kLabel": K_LABEL,
+        "logMetrics": [m for m in metrics if is_log(schema, world[m], m)],
+        "familyLabel": {f: family_label(schema, f) for f in schema.families},
+        "familyColor": {f: family_color(schema, f) for f in schema.families}, "attributeMetrics": schema.collapsible(),
         "t975": [round(float(stats.t.ppf(0.975, n)), 4) for n in range(1, 101)],
     }
     settings = df.setting.nunique()

@@ -1,5 +1,10 @@
 """Paper figures: one style, a colour-blind-safe palette (Okabe & Ito), single-column width.
 
+Every label, unit, range and scale comes from the table's schema: the metrics each world declares
+and the labels, colours and inference modes each family declares, written into the table's
+metadata (`lora_lab.schema.TableSchema`). A panel uses the declarations of its rows' world; a float
+column no world declares is still drawn, labelled with its name.
+
 Every figure is written as PDF (vector, for the paper) and PNG (300 dpi, for a quick look).
 Curves are means over seeds of each seed's mean over orderings, with t-based 95% bands across
 seeds (`stats.band`: the same unit as the claims). Settings are never pooled: a table with
@@ -21,58 +26,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .stats import ATTRIBUTE_METRICS, LATENCY_MODES, band  # noqa: E402
+from lora_lab.schema import Metric, TableSchema  # noqa: E402
+
+from .stats import TRAINED, band, gap_unit, mode_label, world_of  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-FAMILY_LABEL = {"lora": "LoRA merged (weight)", "steer": "steering (output)", "prompt": "prompt rewrite (input)"}
-FAMILY_COLOR = {"lora": OKABE_ITO[0], "steer": OKABE_ITO[1], "prompt": OKABE_ITO[2]}
 LINESTYLES = ["-", "--", ":", "-."]
-LATENCY_COLUMNS = tuple(sorted({c for mode in LATENCY_MODES for c in mode[2:4]}))
-REFERENCE_COLUMNS = ("bias_base_gap",)  # the base's own numbers beside a row's: no figure of their own
-INTERVAL_COLUMNS = ("crows_stereo_pref_lo", "crows_stereo_pref_hi")  # a metric's interval ends: no figure of their own
-
-# metric -> (axis label with unit, figure title); a world's own columns fall back to their names
-METRIC_LABEL = {
-    "crows_stereo_pref": ("stereotype preference (%)", "CrowS-Pairs stereotype preference"),
-    "crows_ll_diff": ("score difference (nats/token)", "Stereotypical minus other sentence"),
-    "quality_nll_delta": ("held-out NLL − base (nats/token)", "Held-out quality loss"),
-    "quality_ppl_ratio": ("perplexity ÷ base (×)", "Held-out perplexity"),
-    "quality_fact_acc": ("fact accuracy (fraction)", "Fact recall"),
-    "bias_target_gap": ("TV distance to target", "Bias gap on included targets"),
-    "bias_offtarget_drift": ("TV distance from base", "Drift on other targets"),
-    "control_explicit_acc": ("explicit-prompt accuracy", "Controllability"),
-    "diversity_entropy": ("normalised entropy", "Attribute diversity"),
-    "removal_gap": ("TV distance to target", "Bias gap after removal"),
-    "axis_mass": ("probability on the axis values", "Attribute answers (collapse below the threshold)"),
-    "latency_ms": ("latency (ms per batch)", "Forward latency as deployed"),
-    "latency_base_ms": ("latency (ms per batch)", "Forward latency of the bare base, paired"),
-    "latency_unmerged_ms": ("latency (ms per batch)", "Forward latency, LoRA unmerged (PEFT)"),
-    "latency_unmerged_base_ms": ("latency (ms per batch)", "Forward latency, PEFT with adapters off, paired"),
-}
+SPACE_ORDER = (*TRAINED, "input")  # families in legends: weight space, output space, input space
 K_LABEL = "adapters stacked, k"
-# Metrics that live in [0, 1]: a t band over few seeds can reach past the ends; it is clipped there.
-UNIT_INTERVAL = ("quality_fact_acc", "bias_target_gap", "bias_offtarget_drift", "control_explicit_acc",
-                 "diversity_entropy", "removal_gap", "axis_mass")
-# CrowS-Pairs measures a bias type's gap as |stereotype preference − 50| in percentage points, not as a
-# TV distance: its labels, and the ends (pp) its values and bands cannot pass
-CROWS_LABEL = {
-    "bias_target_gap": ("|stereotype preference − 50| (pp)", "Bias gap on included bias types"),
-    "bias_offtarget_drift": ("preference moved from base (pp)", "Drift on other bias types"),
-    "removal_gap": ("|stereotype preference − 50| (pp)", "Bias gap after removal"),
-}
-CROWS_RANGE = {"bias_target_gap": (0, 50), "removal_gap": (0, 50), "bias_offtarget_drift": (0, 100),
-               "crows_stereo_pref": (0, 100)}
-# SEAT measures a test's gap as its effect size beyond the noise floor, max(|d| - floor, 0): no TV
-# distance, no upper end at 1
-SEAT_LABEL = {
-    "bias_target_gap": ("|d| beyond the noise floor", "Bias gap on included tests"),
-    "bias_offtarget_drift": ("|d − base d|", "Drift on other tests"),
-    "removal_gap": ("|d| beyond the noise floor", "Bias gap after removal"),
-}
-SEAT_RANGE = {"bias_target_gap": (0, None), "removal_gap": (0, None), "bias_offtarget_drift": (0, None)}
-# a world's marker column -> its labels and ranges, where they differ from the synthetic world's
-WORLD_SCALES = {"crows_stereo_pref": (CROWS_LABEL, CROWS_RANGE), "seat_effect_size": (SEAT_LABEL, SEAT_RANGE)}
 
 STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -88,20 +50,40 @@ def arm_family(arm: str) -> str:
     return arm.split(" [")[0]
 
 
-def arm_order(arms) -> List[str]:
-    known = list(FAMILY_LABEL)
+def family_order(schema: TableSchema) -> List[str]:
+    """The declared families, by space (weight, output, input), then by name."""
+    fams = schema.families
+
+    def key(f):
+        space = fams[f].get("space", "")
+        return (SPACE_ORDER.index(space) if space in SPACE_ORDER else len(SPACE_ORDER), f)
+
+    return sorted(fams, key=key)
+
+
+def arm_order(schema: TableSchema, arms) -> List[str]:
+    known = family_order(schema)
     return sorted(set(arms), key=lambda a: (known.index(arm_family(a)) if arm_family(a) in known else len(known), a))
 
 
-def arm_style(arms) -> Dict[str, dict]:
-    """Colour by family; a second arm of the same family gets the next line style."""
+def family_label(schema: TableSchema, family: str) -> str:
+    return schema.families.get(family, {}).get("label") or family
+
+
+def family_color(schema: TableSchema, family: str) -> str:
+    return schema.families.get(family, {}).get("color") or "0.3"
+
+
+def arm_style(schema: TableSchema, arms) -> Dict[str, dict]:
+    """Colour by family (as the family declares it); a second arm of the same family gets the next
+    line style."""
     out, seen = {}, {}
-    for a in arm_order(arms):
+    for a in arm_order(schema, arms):
         fam = arm_family(a)
         i = seen.get(fam, 0)
         seen[fam] = i + 1
-        label = FAMILY_LABEL.get(fam, fam) + (a[len(fam):] if a != fam else "")
-        out[a] = {"color": FAMILY_COLOR.get(fam, "0.3"), "linestyle": LINESTYLES[i % len(LINESTYLES)], "label": label}
+        label = family_label(schema, fam) + (a[len(fam):] if a != fam else "")
+        out[a] = {"color": family_color(schema, fam), "linestyle": LINESTYLES[i % len(LINESTYLES)], "label": label}
     return out
 
 
@@ -160,6 +142,11 @@ def metric_columns(df: pd.DataFrame) -> List[str]:
     return [c for c in df.columns if not c.startswith("_") and pd.api.types.is_float_dtype(df[c]) and df[c].notna().any()]
 
 
+def latency_columns(schema: TableSchema) -> List[str]:
+    """Every declared mode's timing column and its paired reference: drawn together in one figure."""
+    return list(dict.fromkeys(c for mode in schema.modes for c in (mode.column, mode.reference)))
+
+
 def geometric_band(g: pd.DataFrame, column: str) -> pd.DataFrame:
     """`stats.band` of a ratio on the log scale, back as ratios: geometric means across seeds."""
     b = band(g.assign(_log=np.log(g[column].astype(float))), "_log")
@@ -168,76 +155,95 @@ def geometric_band(g: pd.DataFrame, column: str) -> pd.DataFrame:
     return b
 
 
-def _has(df: pd.DataFrame, column: str) -> bool:
-    return column in df.columns and bool(df[column].notna().any())
+def metric_label(schema: TableSchema, world: str, column: str):
+    """(axis label, title) of a column as `world` declares it; an undeclared column: its name. A
+    timing column that several families' modes share is titled after all of them."""
+    m = schema.metric(column, world)
+    if m is None:
+        return column, column.replace("_", " ")
+    modes = [t.title for mode in schema.modes for t in mode.metrics() if t.column == column]
+    if len(modes) > 1 and not any(d.column == column for d in schema.metrics.get(world, ())):
+        return m.label, "; ".join(dict.fromkeys(modes))
+    return m.label, m.title or column.replace("_", " ")
 
 
-def is_crows(df: pd.DataFrame) -> bool:
-    return _has(df, "crows_stereo_pref")
+def value_range(schema: TableSchema, world: str, column: str):
+    """The ends a column's values cannot pass in `world` (None: unbounded, or undeclared)."""
+    m = schema.metric(column, world)
+    if m is None or (m.lo is None and m.hi is None):
+        return None
+    return m.lo, m.hi
 
 
-def gap_unit(df: pd.DataFrame) -> str:
-    """The unit of this table's world's bias gaps."""
-    return "pp" if is_crows(df) else "d" if _has(df, "seat_effect_size") else "TV"
+def is_log(schema: TableSchema, world: str, column: str) -> bool:
+    """A ratio: averaged on the log scale, drawn on a log axis."""
+    m = schema.metric(column, world)
+    return m is not None and m.log
 
 
-def _scale(df: pd.DataFrame):
-    """(labels, ranges) of this table's world where they differ from the synthetic world's."""
-    return next((scale for marker, scale in WORLD_SCALES.items() if _has(df, marker)), ({}, {}))
+def _reference_line(m: Optional[Metric]) -> Optional[float]:
+    """Where "no change from the base" lies: 1 for a ratio; 0 for an unbounded quality measure
+    (a difference from the base's); none otherwise."""
+    if m is None:
+        return None
+    if m.log:
+        return 1.0
+    if m.role == "quality" and m.lo is None and m.hi is None:
+        return 0.0
+    return None
 
 
-def metric_label(df: pd.DataFrame, metric: str):
-    """(axis label, title) of a metric in this table's world."""
-    labels, _ = _scale(df)
-    return labels.get(metric) or METRIC_LABEL.get(metric, (metric, metric.replace("_", " ")))
-
-
-def value_range(df: pd.DataFrame, metric: str):
-    """The ends a metric's values cannot pass in this table's world (None: unbounded)."""
-    _, ranges = _scale(df)
-    if metric in ranges:
-        return ranges[metric]
-    return (0, 1) if metric in UNIT_INTERVAL else None
-
-
-def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """`stats.band`; attribute metrics leave collapsed rows out (their renormalised distributions
-    mean nothing) but still mark the k where that happened; perplexity ratios are averaged on the
-    log scale (a ratio of ×90 in one seed must not swamp the rest); a band stops at the ends the
-    metric cannot pass."""
-    if metric == "quality_ppl_ratio":
+def _band(g: pd.DataFrame, schema: TableSchema, world: str, metric: str) -> pd.DataFrame:
+    """`stats.band`; collapsible metrics leave collapsed rows out (their renormalised
+    distributions mean nothing) but still mark the k where that happened; ratios are averaged on
+    the log scale (a ratio of ×90 in one seed must not swamp the rest); a band stops at the ends
+    the metric cannot pass."""
+    if is_log(schema, world, metric):
         return geometric_band(g, metric)
-    b = band(g[~g.collapsed] if metric in ATTRIBUTE_METRICS else g, metric)
-    if metric in ATTRIBUTE_METRICS:  # still mark the k where rows were left out
+    collapsible = metric in schema.collapsible()
+    b = band(g[~g.collapsed] if collapsible else g, metric)
+    if collapsible:  # still mark the k where rows were left out
         coll = g.groupby("k").collapsed.sum()
         b["collapsed"] = b.k.map(coll).fillna(0).astype(int)
-    ends = value_range(g, metric)
+    ends = value_range(schema, world, metric)
     if ends is not None:
         b["lo"], b["hi"] = b.lo.astype(float).clip(*ends), b.hi.astype(float).clip(*ends)
     return b
 
 
-def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
-    """One metric vs k: each family at its primary merge method, one panel per setting."""
+def primary_quality(schema: TableSchema, world: str, g: pd.DataFrame) -> Optional[str]:
+    """The world's quality metric to show: its primary one where it has values, else the next
+    declared quality metric that has."""
+    ms = schema.with_role("quality", world if world in schema.metrics else None)
+    for m in sorted(ms, key=lambda m: not m.primary):
+        if m.column in g.columns and g[m.column].notna().any():
+            return m.column
+    return None
+
+
+def metric_figure(df: pd.DataFrame, schema: TableSchema, metric: str, out: Path) -> List[Path]:
+    """One metric vs k: each family at its primary merge method, one panel per setting, labelled
+    as the setting's world declares the metric."""
     settings = _settings(df)
-    styles = arm_style(df.arm.unique())
-    label, title = metric_label(df, metric)
+    styles = arm_style(schema, df.arm.unique())
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
         for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
             d = df[df.setting == setting]
-            for arm in arm_order(d.arm.unique()):
+            world = world_of(d)
+            label, title = metric_label(schema, world, metric)
+            for arm in arm_order(schema, d.arm.unique()):
                 g = d[d.arm == arm]
                 merge = primary_merge(g)
-                b = _band(g[g["merge"] == merge], metric)
+                b = _band(g[g["merge"] == merge], schema, world, metric)
                 if not b.empty:
                     st = styles[arm]
                     _line_with_band(ax, b, st["color"], f"{st['label']}, {merge}", st["linestyle"])
-            if metric == "quality_ppl_ratio":
+            if is_log(schema, world, metric):
                 ax.set_yscale("log")
-                ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
-            elif metric == "quality_nll_delta":
-                ax.axhline(0.0, color="0.5", linewidth=0.6, linestyle=":")
+            line = _reference_line(schema.metric(metric, world))
+            if line is not None:
+                ax.axhline(line, color="0.5", linewidth=0.6, linestyle=":")
             ax.set(xlabel=K_LABEL, ylabel=label)
             _panel_title(ax, setting, title)
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -249,26 +255,28 @@ def metric_figure(df: pd.DataFrame, metric: str, out: Path) -> List[Path]:
         return _save(fig, out, f"fig_{metric}")
 
 
-def merge_figure(df: pd.DataFrame, arm: str, out: Path) -> List[Path]:
-    """Merge methods compared within one family: quality and bias gap vs k, one column per setting."""
+def merge_figure(df: pd.DataFrame, schema: TableSchema, arm: str, out: Path) -> List[Path]:
+    """Merge methods compared within one family: its world's quality measure and bias gap vs k,
+    one column per setting."""
     g0 = df[df.arm == arm]
     settings = sorted(g0.setting.unique())
     merges = sorted(g0["merge"].unique(), key=lambda m: (m != "sum", m))
-    metrics = ("quality_nll_delta" if g0.quality_nll_delta.notna().any() else "quality_ppl_ratio", "bias_target_gap") \
-        if "quality_nll_delta" in g0.columns else ("quality_ppl_ratio", "bias_target_gap")
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2, len(settings), figsize=(COLUMN_WIDTH * len(settings), 3.6), sharex=True, squeeze=False)
         for j, setting in enumerate(settings):
             g = g0[g0.setting == setting]
-            for metric, ax in zip(metrics, axes[:, j]):
+            world = world_of(g)
+            for metric, ax in zip((primary_quality(schema, world, g), "bias_target_gap"), axes[:, j]):
+                if metric is None or metric not in g.columns:
+                    continue
                 for i, m in enumerate(merges):
-                    b = _band(g[g["merge"] == m], metric)
+                    b = _band(g[g["merge"] == m], schema, world, metric)
                     if not b.empty:
                         _line_with_band(ax, b, OKABE_ITO[i % len(OKABE_ITO)], m)
-                ax.set_ylabel(metric_label(g0, metric)[0])
-                if metric == "quality_ppl_ratio":
+                ax.set_ylabel(metric_label(schema, world, metric)[0])
+                if is_log(schema, world, metric):
                     ax.set_yscale("log")
-            _panel_title(axes[0, j], setting, f"Merge methods, {arm_style([arm])[arm]['label']}")
+            _panel_title(axes[0, j], setting, f"Merge methods, {arm_style(schema, [arm])[arm]['label']}")
             axes[1, j].set_xlabel(K_LABEL)
             axes[1, j].xaxis.get_major_locator().set_params(integer=True)
         fig.align_ylabels(axes[:, 0])
@@ -277,7 +285,7 @@ def merge_figure(df: pd.DataFrame, arm: str, out: Path) -> List[Path]:
         return _save(fig, out, f"fig_merges_{name}")
 
 
-def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List[Path]:
+def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
     """Per adapter: its own target gap inside a stack of k minus its gap alone (0 = no interference),
     every adapter as a faint point, the mean over seeds with a 95% band; one panel per setting."""
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is deterministic
@@ -288,12 +296,12 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
     gaps = gaps.join(df.drop_duplicates(row).set_index(row).collapsed, on=row)
     gaps = gaps[~gaps.collapsed.fillna(False).astype(bool)]
     settings = sorted(gaps.setting.unique())
-    styles = arm_style(gaps.arm.unique())
+    styles = arm_style(schema, gaps.arm.unique())
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings), height=2.4)
         for n, (setting, ax) in enumerate(zip(settings, axes.flat)):
             d = gaps[gaps.setting == setting]
-            arms = arm_order(d.arm.unique())
+            arms = arm_order(schema, d.arm.unique())
             for i, arm in enumerate(arms):
                 g = d[d.arm == arm]
                 g = g[g["merge"] == primary_merge(g)].assign(interference=lambda x: x.gap - x.alone_gap)
@@ -304,7 +312,8 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
                 per_curve = g.groupby(["seed", "ordering", "k"]).interference.mean().reset_index().assign(collapsed=False)
                 _line_with_band(ax, band(per_curve, "interference"), st["color"], st["label"], st["linestyle"])
             ax.axhline(0.0, color="0.4", linewidth=0.6, linestyle="--")
-            ax.set(xlabel=K_LABEL, ylabel=f"gap in stack − gap alone ({gap_unit(df)})")
+            unit = gap_unit(schema, world_of(df[df.setting == setting]))
+            ax.set(xlabel=K_LABEL, ylabel=f"gap in stack − gap alone ({unit})")
             _panel_title(ax, setting, "Interference between stacked adapters")
             ax.xaxis.get_major_locator().set_params(integer=True)
             if n == 0:
@@ -314,23 +323,22 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, out: Path) -> List
         return _save(fig, out, "fig_interference")
 
 
-def latency_figure(df: pd.DataFrame, out: Path) -> List[Path]:
-    """H6: each inference mode's latency ÷ its paired base timing vs k, each family (arm) at its
-    primary merge, geometric mean over seeds with a 95% band; one panel per setting."""
+def latency_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
+    """H6: each declared inference mode's latency ÷ its paired base timing vs k, each family (arm)
+    at its primary merge, geometric mean over seeds with a 95% band; one panel per setting."""
     settings = _settings(df)
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
         for n, (setting, ax) in enumerate(zip(settings, axes.flat)):
             d = df[df.setting == setting]
-            lines = [(mode, fam, column, reference, arm) for mode, fam, column, reference, *_ in LATENCY_MODES
-                     for arm in arm_order(d[d.family == fam].arm.unique())]
-            for (mode, fam, column, reference, arm), color, marker in zip(lines, OKABE_ITO * 2, ("o", "s", "^", "D") * 4):
+            lines = [(mode, arm) for mode in schema.modes for arm in arm_order(schema, d[d.family == mode.family].arm.unique())]
+            for (mode, arm), color, marker in zip(lines, OKABE_ITO * 2, ("o", "s", "^", "D") * 4):
                 g = d[d.arm == arm]
-                if any(c not in g or g[c].isna().all() for c in (column, reference)):
+                if any(c not in g or g[c].isna().all() for c in (mode.column, mode.reference)):
                     continue
                 g = g[g["merge"] == primary_merge(g)]
-                b = geometric_band(g.assign(collapsed=False, _ratio=g[column] / g[reference]), "_ratio")
-                _line_with_band(ax, b, color, mode.replace(fam, arm, 1), marker=marker)
+                b = geometric_band(g.assign(collapsed=False, _ratio=g[mode.column] / g[mode.reference]), "_ratio")
+                _line_with_band(ax, b, color, mode_label(mode, arm), marker=marker)
             ax.axhline(1.0, color="0.5", linewidth=0.6, linestyle=":")
             ax.set(xlabel=K_LABEL, ylabel="latency ÷ paired base (×)")
             _panel_title(ax, setting, "Inference cost per mode")
@@ -342,18 +350,26 @@ def latency_figure(df: pd.DataFrame, out: Path) -> List[Path]:
         return _save(fig, out, "fig_latency")
 
 
-def all_figures(df: pd.DataFrame, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
+def own_figure(schema: TableSchema, worlds, column: str) -> bool:
+    """Whether a column gets a figure of its own: not a mode's timing (those share one figure), and
+    not declared `figure=False` (a reference, or an interval's end) by any of `worlds`."""
+    if column in latency_columns(schema):
+        return False
+    return all(m is None or m.figure for m in (schema.metric(column, w) for w in worlds))
+
+
+def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
     """A figure per measured metric (a world's own columns included; all-NaN ones skipped), the
     latency modes together in one figure, merge methods per family, interference. `df` carries
-    `setting` and `arm` (`stats.prepare`)."""
+    `setting` and `arm` (`stats.prepare`); `schema` declares its columns."""
     metrics = metric_columns(df)
-    figs = {m: metric_figure(df, m, out) for m in metrics
-            if m not in LATENCY_COLUMNS and m not in REFERENCE_COLUMNS and m not in INTERVAL_COLUMNS}
-    if any(m in LATENCY_COLUMNS for m in metrics):
-        figs["latency"] = latency_figure(df, out)
-    for arm in arm_order(df.arm.unique()):
+    worlds = sorted(df["world"].fillna("").astype(str).unique()) if "world" in df.columns else [""]
+    figs = {m: metric_figure(df, schema, m, out) for m in metrics if own_figure(schema, worlds, m)}
+    if any(m in latency_columns(schema) for m in metrics):
+        figs["latency"] = latency_figure(df, schema, out)
+    for arm in arm_order(schema, df.arm.unique()):
         if df[df.arm == arm]["merge"].nunique() > 1:
-            figs[f"merges_{arm}"] = merge_figure(df, arm, out)
+            figs[f"merges_{arm}"] = merge_figure(df, schema, arm, out)
     if gaps is not None and not gaps.empty:
-        figs["interference"] = interference_figure(gaps, df, out)
+        figs["interference"] = interference_figure(gaps, df, schema, out)
     return figs

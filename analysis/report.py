@@ -1,7 +1,8 @@
 """`python -m analysis.report SWEEP_DIR`: figures, the H1-H6 claims table and a dashboard.
 
-Reads every `results.parquet` (and `target_gaps.parquet`) under SWEEP_DIR, de-duplicated, and
-writes SWEEP_DIR/report/: fig_*.pdf + fig_*.png, claims.md (with a table of SEAT tests when the run
+Reads every `results.parquet` (and `target_gaps.parquet`) under SWEEP_DIR, de-duplicated, with
+what the tables declare about their columns (the metrics each world declares and the modes, labels
+and colours each family declares, written into each file's metadata), and writes SWEEP_DIR/report/: fig_*.pdf + fig_*.png, claims.md (with a table of SEAT tests when the run
 measured them), claims.tex, dashboard.html.
 The output is a deterministic function of the tables (t-based intervals: no resampling). Options:
 `--alpha`, `--flat-margin`, `--gap-goal` (see `--help`).
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pandas as pd
+from lora_lab.schema import TableSchema, read_table_schema
 
 from .stats import Analysis, Claim, Options, analyse
 
@@ -26,7 +28,8 @@ class ReportError(Exception):
     """A problem with the input, reported as one line."""
 
 
-def load(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[pd.DataFrame]]:
+def load(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[pd.DataFrame], TableSchema]:
+    """(results, target gaps or None, the merged schema the results files declare)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir}: no such directory")
@@ -35,8 +38,14 @@ def load(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[pd.DataFrame]]:
         raise ReportError(f"{sweep_dir}: no results.parquet found (run a sweep first: python -m lora_lab.run +sweep=stacking)")
     try:
         df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        schemas = [(f, read_table_schema([f])) for f in files]
     except Exception as e:  # a truncated or foreign file
         raise ReportError(f"{sweep_dir}: cannot read results ({type(e).__name__}: {e})") from None
+    schema: Optional[TableSchema] = None
+    for f, s in schemas:
+        if s is None:
+            raise ReportError(f"{f}: written by an older lora_lab (no metric declarations in the file): rerun the sweep")
+        schema = s if schema is None else schema.merged(s)
     missing = [c for c in (*KEY, "family", "space", "seed", "config") if c not in df.columns]
     if missing:
         raise ReportError(f"{sweep_dir}: results.parquet lacks columns {missing}"
@@ -50,7 +59,7 @@ def load(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[pd.DataFrame]]:
     if gap_files:
         gaps = pd.concat([pd.read_parquet(f) for f in gap_files], ignore_index=True)
         gaps = gaps.drop_duplicates([*KEY, "adapter"]).sort_values([*KEY, "position"], ignore_index=True)
-    return df, gaps
+    return df, gaps, schema
 
 
 def _fmt(x: float) -> str:
@@ -203,14 +212,14 @@ def build(sweep_dir: Path, out: Optional[Path] = None, opt: Optional[Options] = 
     from .figures import all_figures
 
     opt = opt or Options()
-    df, gaps = load(sweep_dir)
+    df, gaps, schema = load(sweep_dir)
     out = Path(out) if out else Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    a = analyse(df, opt)
+    a = analyse(df, schema, opt)
     (out / "claims.md").write_text(claims_markdown(a, opt, gaps))
     (out / "claims.tex").write_text(claims_latex(a))
-    all_figures(a.data, gaps, out)
-    write_dashboard(a.data, a.claims, out / "dashboard.html", title=Path(sweep_dir).resolve().name)
+    all_figures(a.data, schema, gaps, out)
+    write_dashboard(a.data, a.claims, schema, out / "dashboard.html", title=Path(sweep_dir).resolve().name)
     return out
 
 
@@ -222,7 +231,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--flat-margin", type=float, default=Options.flat_margin,
                     help="H6 equivalence margin: 'flat' means the latency ratio lies within 1 ± this (default %(default)s)")
     ap.add_argument("--gap-goal", type=float, default=Options.gap_goal,
-                    help="H5a: the pre-processor's target gap (TV) must be below this (default %(default)s)")
+                    help="H5a: the pre-processor's target gap, in the world's gap unit, must be below this "
+                         "(default %(default)s)")
     args = ap.parse_args(argv)
     for name, v, ok in (("--alpha", args.alpha, 0 < args.alpha < 0.5), ("--flat-margin", args.flat_margin, 0 < args.flat_margin < 1),
                         ("--gap-goal", args.gap_goal, 0 < args.gap_goal < 1)):

@@ -20,6 +20,11 @@ measured point some noise (`point_sd`). Each hypothesis's quantity is planted wi
 Effects are in units of the per-seed spread: with `seed_sd=1`, `effect=1` is a one-seed-SD
 effect. `python -m analysis.simulate` prints, per claim, the share of "supported" verdicts at
 effect 0 (false positives), the CI coverage of the true value, and the power at a given effect.
+
+A simulated table declares its columns as a sweep's table does: `SCHEMA` holds the synthetic
+world's metric declarations and the lora, steer and prompt families' inference modes, labels and
+colours, copied here by value (the analysis imports no plugin module); pass it to `analyse`, and
+write it into any parquet file made from a simulated table (`lora_lab.schema.write_table`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,52 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
+from lora_lab.schema import Metric, Mode, TableSchema
+
 from .stats import Analysis, Options, analyse
 
 FAMILIES = (("lora", "weight"), ("steer", "output"), ("prompt", "input"))
+WORLD = "synthetic"  # the world whose table the simulation imitates (the rows' `world`)
+# The synthetic world's declarations; the simulation fills every column but quality_fact_acc and
+# bias_offtarget_drift.
+METRICS = (
+    Metric("quality_nll_delta", "held-out NLL − base (nats/token)", "nats/token", "lower", "quality",
+           "Held-out quality loss", primary=True, help="held-out text's mean NLL per scored token minus the base's"),
+    Metric("quality_ppl_ratio", "perplexity ÷ base (×)", "×", "lower", "quality", "Held-out perplexity", lo=0.0,
+           log=True, help="exp(quality_nll_delta)"),
+    Metric("quality_fact_acc", "fact accuracy (fraction)", "fraction", "higher", "quality", "Fact recall", 0.0, 1.0,
+           help="share of role -> workplace / tool facts answered right"),
+    Metric("bias_target_gap", "TV distance to target", "TV", "lower", "bias", "Bias gap on included targets", 0.0, 1.0,
+           collapsible=True, help="mean gap of the included targets (k = 0: of all targets)"),
+    Metric("bias_base_gap", "TV distance to target", "TV", "lower", "bias", "The base's gap on the same targets", 0.0, 1.0,
+           figure=False, help="the base model's gap on the same targets: what the composition reduced"),
+    Metric("bias_offtarget_drift", "TV distance from base", "TV", "lower", "bias", "Drift on other targets", 0.0, 1.0,
+           collapsible=True, help="how far the targets no included adapter covers moved from the base"),
+    Metric("removal_gap", "TV distance to target", "TV", "lower", "bias", "Bias gap after removal", 0.0, 1.0,
+           help="the gap on the included targets after the composition is removed again (the base's, exactly)"),
+    Metric("control_explicit_acc", "explicit-prompt accuracy", "fraction", "higher", "control", "Controllability", 0.0,
+           1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
+    Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
+           collapsible=True, help="mean normalised entropy of the attribute distributions"),
+    Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",
+           "Attribute answers (collapse below the threshold)", 0.0, 1.0,
+           help="probability the attribute probes put on the axis's own values (below eval.collapse_mass: collapsed)"),
+)
+MODES = (
+    Mode("lora", "merged", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time",
+         label="lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base"),
+    Mode("lora", "unmerged", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
+         "unmerged adapters cost inference time, growing with k", label="lora unmerged"),
+    Mode("steer", "hooks", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time",
+         label="steer hooks"),
+    Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs", "the prompt pre-processor costs inference time",
+         label="prompt rewrite"),
+)
+SCHEMA = TableSchema(
+    {WORLD: list(METRICS)}, list(MODES),
+    {"lora": {"label": "LoRA merged (weight)", "color": "#0072B2", "space": "weight"},
+     "steer": {"label": "steering (output)", "color": "#D55E00", "space": "output"},
+     "prompt": {"label": "prompt rewrite (input)", "color": "#009E73", "space": "input"}})
 
 
 def _cumulative(rng, shape_tsa, orders, mu, seed_sd, adapter_sd, point_sd, ks):
@@ -90,6 +138,7 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
         frame["family"], frame["space"] = fam, space
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
+    df["world"] = WORLD
     df["merge"] = "sum"
     df["collapsed"] = False
     df["axis_mass"] = 1.0
@@ -159,8 +208,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     opt = Options(correction="none")  # per-claim rates; a report then corrects across its claims (Holm)
     n = 4
-    null = calibration(analyse(simulate(args.tables, args.seeds, args.orderings, n, 0.0, 0.0, opt=opt), opt), truth(0, 0, n, opt))
-    planted = analyse(simulate(args.tables, args.seeds, args.orderings, n, args.effect, args.effect, opt=opt, rng_seed=1), opt)
+    null = calibration(analyse(simulate(args.tables, args.seeds, args.orderings, n, 0.0, 0.0, opt=opt), SCHEMA, opt),
+                       truth(0, 0, n, opt))
+    planted = analyse(simulate(args.tables, args.seeds, args.orderings, n, args.effect, args.effect, opt=opt, rng_seed=1),
+                      SCHEMA, opt)
     power = calibration(planted, truth(args.effect, args.effect, n, opt))
     out = pd.DataFrame({"false_supported": null.supported, "coverage": null.coverage, "ci_level": null.level,
                         f"power_at_{args.effect:g}_sd": power.supported})

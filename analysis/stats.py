@@ -17,6 +17,13 @@ The protocol (docs/protocol.md) in code:
    are left out of every claim on attribute distributions, and H2's slopes stop before the first
    collapsed k of either family.
 
+What each column means comes from the table itself, not from this module: the metrics each world
+declares, and the inference modes each family declares, written into the table's metadata
+(`lora_lab.schema.TableSchema`, read by `analysis.report.load`). Task quality is the world's first
+declared primary quality metric that has values in a setting, turned into a loss by its direction;
+H4a and H4b test the world's first declared control and diversity metric, towards worse; H6 tests
+every declared inference mode against its expectation.
+
 Verdicts: `supported` when the (adjusted) p < alpha; `not supported` when the CI lies wholly on
 the other side of the null (or, for equivalence, wholly outside the margin); otherwise
 `inconclusive`. A hypothesis the table cannot speak to is `not testable`, with the reason.
@@ -36,31 +43,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lora_lab.schema import Metric, Mode, TableSchema
+
 from .settings import assign
 
 NAN = float("nan")
 TRAINED = ("weight", "output")  # spaces of the families that are trained and composed
-# Columns computed from renormalised attribute distributions: meaningless once a row has collapsed.
-ATTRIBUTE_METRICS = ("bias_target_gap", "bias_offtarget_drift", "control_explicit_acc", "diversity_entropy")
-# Task quality, in order of preference: (column, the sign that turns it into a loss, unit).
-QUALITY = (("quality_nll_delta", +1, "nats/token"), ("seat_similarity_spearman", -1, "Spearman rho"))
-# Inference modes (name, family, results column, its paired reference column, expectation, claim).
-# "flat": no cost whatever k (equivalence); "grows": cost rising with k; "costs": slower than the
-# bare base at k >= 1.
-LATENCY_MODES = (
-    ("lora merged", "lora", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time"),
-    ("lora unmerged", "lora", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
-     "unmerged adapters cost inference time, growing with k"),
-    ("steer hooks", "steer", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time"),
-    ("prompt rewrite", "prompt", "latency_ms", "latency_base_ms", "costs", "the prompt pre-processor costs inference time"),
-)
 
 
 @dataclass
 class Options:
     alpha: float = 0.05
     flat_margin: float = 0.20  # H6 "flat": latency ratio within 1 ± this (CPU timing noise is 5-10% run to run)
-    gap_goal: float = 0.05  # H5: the pre-processor's target gap (TV) must be below this
+    gap_goal: float = 0.05  # H5: the pre-processor's target gap (in the world's gap unit) must be below this
     correction: str = "holm"  # or "none": raw p-values decide (what the calibration simulations check)
 
 
@@ -92,6 +87,53 @@ class Analysis:
     setting_fields: List[str]
     collapsed: pd.DataFrame  # per (setting, arm, merge): rows, collapsed rows, first collapsed k
     data: pd.DataFrame = field(repr=False, default=None)  # the table with `setting` and `arm`
+
+
+# ----------------------------------------------------------------------------- what the table declares
+
+
+def world_of(df: pd.DataFrame) -> str:
+    """The world of these rows (the `world` column; "" when the table names none)."""
+    if "world" not in df.columns or df.empty:
+        return ""
+    w = df["world"].dropna()
+    return str(w.iloc[0]) if len(w) else ""
+
+
+def setting_worlds(df: pd.DataFrame) -> Dict[str, str]:
+    """{setting: its world}. A world's config is part of the setting, so a setting has one."""
+    if "world" not in df.columns:
+        return dict.fromkeys(df.setting.unique(), "")
+    return df.groupby("setting", sort=True)["world"].first().fillna("").astype(str).to_dict()
+
+
+def declared(schema: TableSchema, role: str, world: str) -> List[Metric]:
+    """The metrics of `role` that `world` declares, in its order (every world's when the table
+    names no world the schema knows)."""
+    return schema.with_role(role, world if world in schema.metrics else None)
+
+
+def gap_unit(schema: TableSchema, world: str) -> str:
+    """The unit of a world's bias gaps (its `bias_target_gap`)."""
+    m = schema.metric("bias_target_gap", world)
+    return m.unit if m is not None else "gap"
+
+
+def mode_label(mode: Mode, arm: Optional[str] = None) -> str:
+    """A mode's label ("lora merged"), with the family replaced by `arm` ("lora [family.rank=8] merged")."""
+    label = mode.label or f"{mode.family} {mode.name}"
+    if arm and arm != mode.family and label.startswith(mode.family):
+        label = arm + label[len(mode.family):]
+    return label
+
+
+def _by_world(df: pd.DataFrame):
+    """(world, its rows) for each world in `df`."""
+    if "world" not in df.columns:
+        yield "", df
+        return
+    for world, g in df.groupby(df["world"].fillna("").astype(str), sort=True):
+        yield world, g
 
 
 # ----------------------------------------------------------------------------- inference
@@ -192,20 +234,25 @@ def per_seed(curves: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return curves.groupby([*keys, "seed"], sort=False, dropna=False)["value"].mean().reset_index()
 
 
-def quality_columns(df: pd.DataFrame) -> Tuple[pd.DataFrame, Dict[str, Tuple[str, str]]]:
-    """Adds `_q`, the task-quality loss (higher = worse) of each setting's quality measure:
-    held-out NLL per token minus the base's where the world has one, else SEAT's similarity
-    (sign flipped). Returns the table and {setting: (column, unit)}."""
+def quality_columns(df: pd.DataFrame, schema: TableSchema) -> Tuple[pd.DataFrame, Dict[str, Metric]]:
+    """Adds `_q`, the task-quality loss (higher = worse) of each setting: the first primary quality
+    metric its world declares that has values in the setting, times the metric's `loss_sign`.
+    Returns the table and {setting: the metric used}."""
     q = pd.Series(NAN, index=df.index)
-    used: Dict[str, Tuple[str, str]] = {}
-    for col, sign, unit in QUALITY:
-        if col not in df.columns:
-            continue
-        has = df[col].notna().groupby(df.setting).any()
-        fresh = [s for s in has.index[has] if s not in used]
-        rows = df.setting.isin(fresh)
-        q[rows] = sign * df.loc[rows, col]
-        used.update({s: (col, unit) for s in fresh})
+    used: Dict[str, Metric] = {}
+    by_world: Dict[str, List[str]] = {}
+    for setting, world in setting_worlds(df).items():
+        by_world.setdefault(world, []).append(setting)
+    for world, settings in by_world.items():
+        in_world = df[df.setting.isin(settings)]
+        for m in (m for m in declared(schema, "quality", world) if m.primary):
+            if m.column not in df.columns:
+                continue
+            has = in_world[m.column].notna().groupby(in_world.setting).any()
+            fresh = [s for s in has.index[has] if s not in used]
+            rows = df.setting.isin(fresh)
+            q[rows] = m.loss_sign * df.loc[rows, m.column]
+            used.update(dict.fromkeys(fresh, m))
     return df.assign(_q=q), used
 
 
@@ -246,7 +293,7 @@ def _absent(df: pd.DataFrame, made: List[Claim], hyp: str, claim: str, metric: s
         if (setting, cid) in got:
             continue
         name = "task quality" if metric.startswith("_") else metric
-        if g[metric].isna().all():
+        if metric not in g.columns or g[metric].isna().all():
             note = f"{name} is not measured in this world"
         elif g.collapsed.any():
             note = f"collapsed from k = {int(g[g.collapsed].k.min())}: too few rows left to measure {name}"
@@ -259,6 +306,8 @@ def _absent(df: pd.DataFrame, made: List[Claim], hyp: str, claim: str, metric: s
 def _slope_claims(df: pd.DataFrame, hyp: str, metric: str, kind: str, claim: str, what, drop_collapsed: bool) -> List[Claim]:
     """Per (setting, arm, merge): the per-seed slope of `metric` vs k, tested across seeds
     (without collapsed rows when `drop_collapsed`). `what(setting)` names the metric."""
+    if metric not in df.columns:  # declared, but not in this table: not measured
+        df = df.assign(**{metric: NAN})
     used = df[~df.collapsed] if drop_collapsed else df
     s = t_inference(seed_summary(per_seed(curve_slopes(used, GROUP, metric), GROUP), GROUP), kind)
 
@@ -270,9 +319,14 @@ def _slope_claims(df: pd.DataFrame, hyp: str, metric: str, kind: str, claim: str
     return made + _absent(df, made, hyp, claim, metric, lambda arm, merge: f"{hyp} ({arm}, {merge})")
 
 
-def h1(df: pd.DataFrame, quality: Dict[str, Tuple[str, str]]) -> List[Claim]:
+def _quality_name(quality: Dict[str, Metric], setting: str) -> Tuple[str, str]:
+    m = quality.get(setting)
+    return (m.column, m.unit) if m is not None else ("quality", "")
+
+
+def h1(df: pd.DataFrame, quality: Dict[str, Metric]) -> List[Claim]:
     def what(setting):
-        col, unit = quality.get(setting, ("quality", ""))
+        col, unit = _quality_name(quality, setting)
         return f"{col} ({unit}, as a loss)"
 
     return _slope_claims(df[df.space.isin(TRAINED)], "H1", "_q", "greater",
@@ -287,7 +341,7 @@ def first_collapse(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     return first.reindex(kmax.index).fillna(kmax + 1).astype(int)
 
 
-def h2(df: pd.DataFrame, quality: Dict[str, Tuple[str, str]]) -> Tuple[List[Claim], pd.DataFrame]:
+def h2(df: pd.DataFrame, quality: Dict[str, Metric]) -> Tuple[List[Claim], pd.DataFrame]:
     """Steering minus LoRA: the difference of per-seed quality slopes, paired by seed, over the k
     range before either of the two arms collapses; and, secondary, the difference at each k."""
     claim = "output steering degrades quality faster than weight-space merging"
@@ -323,7 +377,7 @@ def h2(df: pd.DataFrame, quality: Dict[str, Tuple[str, str]]) -> Tuple[List[Clai
     s = t_inference(seed_summary(paired, pair), "greater").merge(pairs[[*pair, "k_limit", "k_top"]], on=pair)
 
     def make(r):
-        col, unit = quality.get(r.setting, ("quality", ""))
+        col, unit = _quality_name(quality, r.setting)
         return Claim(f"H2 ({r.output} vs {r.weight}, {r.merge})", claim,
                      f"difference of per-seed slopes of {col} ({unit} per adapter, as a loss), {r.output} minus {r.weight}, "
                      f"k = 0..{r.k_limit}", test="one-sided t-test over seeds, paired by seed (difference > 0)",
@@ -376,20 +430,35 @@ def h3(df: pd.DataFrame) -> List[Claim]:
     return made + _absent(every, made, "H3", claim, "removal_gap", lambda arm, merge: f"H3 ({arm}, {merge})")
 
 
-def h4(df: pd.DataFrame) -> List[Claim]:
+H4 = (("H4a", "control", "stacked adapters cost controllability"), ("H4b", "diversity", "stacked adapters cost diversity"))
+
+
+def h4(df: pd.DataFrame, schema: TableSchema) -> List[Claim]:
+    """Per world, the slope of its first declared control (H4a) and diversity (H4b) metric vs k,
+    tested towards worse: down for a metric where higher is better, up where lower is."""
     t = df[df.space.isin(TRAINED)]
-    return [*_slope_claims(t, "H4a", "control_explicit_acc", "less", "stacked adapters cost controllability",
-                           lambda _: "explicit-prompt accuracy", drop_collapsed=True),
-            *_slope_claims(t, "H4b", "diversity_entropy", "less", "stacked adapters cost diversity",
-                           lambda _: "normalised attribute entropy", drop_collapsed=True)]
+    out: List[Claim] = []
+    for hyp, role, claim in H4:
+        for world, rows in _by_world(t):
+            metrics = [m for m in declared(schema, role, world) if m.direction != "none"]
+            if not metrics:
+                note = f"world {world} declares no {role} metric" if world else f"the table declares no {role} metric"
+                out += [Claim(f"{hyp} ({arm}, {merge})", claim, "", setting=setting, hypothesis=hyp, note=note)
+                        for (setting, arm, merge), _ in rows.groupby(GROUP, sort=True)]
+                continue
+            m = metrics[0]
+            kind = "less" if m.direction == "higher" else "greater"
+            out += _slope_claims(rows, hyp, m.column, kind, claim, lambda _, m=m: m.label, drop_collapsed=True)
+    return out
 
 
-def h5(df: pd.DataFrame, opt: Options) -> List[Claim]:
-    """The prompt pre-processor: (a) its target gap is below `gap_goal`; (b) it loses less task
-    quality than each trained family, paired by seed and k."""
+def h5(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
+    """The prompt pre-processor (an input-space family): (a) its target gap is below `gap_goal`;
+    (b) it loses less task quality than each trained family, paired by seed and k."""
     every = df[(df.space == "input") & (df.k >= 1)]
     if every.empty:
         return []
+    worlds = setting_worlds(df)
     keys = GROUP
     p = every[~every.collapsed]
     gap = p.groupby([*keys, *CURVE]).bias_target_gap.mean().rename("value").reset_index()
@@ -397,7 +466,8 @@ def h5(df: pd.DataFrame, opt: Options) -> List[Claim]:
 
     def make_a(r):
         return Claim(f"H5a ({r.arm})", "a prompt pre-processor reaches the target proportions",
-                     "target gap (TV) with the pre-processor, mean over k >= 1, per-seed mean over orderings",
+                     f"target gap ({gap_unit(schema, worlds.get(r.setting, ''))}) with the pre-processor, "
+                     "mean over k >= 1, per-seed mean over orderings",
                      test=f"one-sided t-test over seeds (gap < {opt.gap_goal:g})", kind="less", null=opt.gap_goal,
                      hypothesis="H5a")
 
@@ -474,17 +544,20 @@ def latency_curves(g: pd.DataFrame, column: str, reference: str, keys: Sequence[
     return out[cols]
 
 
-def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
-    """Per inference mode: latency with k adapters ÷ its paired bare-base reference, as a log ratio
-    per curve (timing noise is multiplicative), averaged over a seed's timed curves, across seeds."""
+def h6(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
+    """Per inference mode the families declare: latency with k adapters ÷ its paired bare-base
+    reference, as a log ratio per curve (timing noise is multiplicative), averaged over a seed's
+    timed curves, across seeds. A mode whose expectation holds by construction is still tested;
+    its note says why it holds."""
     out = []
     keys = ["setting", "arm", "merge"]
-    for mode, fam, column, reference, expect, claim in LATENCY_MODES:
-        g = df[df.family == fam]
+    for mode in schema.modes:
+        column, reference, expect, claim = mode.column, mode.reference, mode.expect, mode.claim
+        g = df[df.family == mode.family]
         if g.empty:
             continue
         if any(c not in g.columns or g[c].isna().all() for c in (column, reference)):
-            out.append(Claim(f"H6 ({mode})", claim, "latency ratio", hypothesis="H6",
+            out.append(Claim(f"H6 ({mode_label(mode)})", claim, "latency ratio", hypothesis="H6",
                              note="latency not measured (results without latency columns, or latency.enabled=false)"))
             continue
         lc = latency_curves(g, column, reference, keys)
@@ -504,13 +577,15 @@ def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
                          "along the per-curve Theil-Sen line over k >= 1, geometric mean over seeds"}[expect]
         test = (f"equivalence (TOST) on per-seed log ratios, margin ×[{1 - opt.flat_margin:g}, {1 + opt.flat_margin:g}]"
                 if expect == "flat" else "one-sided t-test over seeds on per-seed log ratios (> 0)")
+        why = f"; expected by construction: {mode.by_construction}" if mode.by_construction else ""
 
-        def make(r, mode=mode, claim=claim, stat=stat, test=test, expect=expect, fam=fam):
-            return Claim(f"H6 ({mode.replace(fam, r.arm, 1)}, {r.merge})", claim, stat, test=test, hypothesis="H6",
+        def make(r, mode=mode, claim=claim, stat=stat, test=test, expect=expect, why=why):
+            return Claim(f"H6 ({r.arm} {mode.name}, {r.merge})", claim, stat, test=test, hypothesis="H6",
                          kind="equivalence" if expect == "flat" else "greater",
                          ci_level=1 - 2 * opt.alpha if expect == "flat" else 0.95,
                          bounds=(1 - opt.flat_margin, 1 + opt.flat_margin) if expect == "flat" else (NAN, NAN), null=1.0,
-                         note=f"at k = {int(r.k_max)}: {r.top:.3g} ms, paired base {r.ref:.3g} ms (medians over timed curves)")
+                         note=f"at k = {int(r.k_max)}: {r.top:.3g} ms, paired base {r.ref:.3g} ms (medians over timed curves)"
+                              + why)
 
         for c in _claims(s, make):
             c.value, c.ci = math.exp(c.value), (math.exp(c.ci[0]), math.exp(c.ci[1]))  # back to ratios
@@ -522,23 +597,27 @@ def h6(df: pd.DataFrame, opt: Options) -> List[Claim]:
 
 
 def prepare(df: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
-    """The table with `setting`, `arm` and the quality loss `_q`; duplicates of one measurement
-    (the same curve point written by two jobs) counted once."""
+    """The table with `setting` and `arm` (and `world`, "" when the table names none); duplicates
+    of one measurement (the same curve point written by two jobs) counted once."""
     if "collapsed" not in df.columns:
         df = df.assign(collapsed=False)
+    if "world" not in df.columns:
+        df = df.assign(world="")
     df, fields = assign(df)
     df = df.drop_duplicates(["setting", "arm", "merge", "seed", "ordering", "k"]).reset_index(drop=True)
     return df, fields
 
 
-def analyse(df: pd.DataFrame, opt: Optional[Options] = None) -> Analysis:
-    """Every claim of H1-H6, Holm-adjusted across the report, with verdicts."""
+def analyse(df: pd.DataFrame, schema: TableSchema, opt: Optional[Options] = None) -> Analysis:
+    """Every claim of H1-H6, Holm-adjusted across the report, with verdicts. `schema` says what the
+    table's columns are: the metrics each world declares and the modes each family declares, as
+    written into the table's metadata (`analysis.report.load` reads it)."""
     opt = opt or Options()
     df, fields = prepare(df)
-    df, quality = quality_columns(df)
+    df, quality = quality_columns(df, schema)
     c2, per_k = h2(df, quality)
-    claims = [*h1(df, quality), *c2, *h3(df), *h4(df), *h5(df, opt), *h6(df, opt)]
-    claims += _untestable(df, claims)
+    claims = [*h1(df, quality), *c2, *h3(df), *h4(df, schema), *h5(df, schema, opt), *h6(df, schema, opt)]
+    claims += _untestable(schema, claims)
     p = [c.p if c.n > 0 else NAN for c in claims]
     adj = holm(p) if opt.correction == "holm" else np.asarray(p, dtype=float)
     for c, a in zip(claims, adj):
@@ -547,17 +626,19 @@ def analyse(df: pd.DataFrame, opt: Optional[Options] = None) -> Analysis:
     return Analysis(claims, per_k, fields, collapse_table(df), df)
 
 
-def _untestable(df: pd.DataFrame, claims: List[Claim]) -> List[Claim]:
+def _untestable(schema: TableSchema, claims: List[Claim]) -> List[Claim]:
     """A line for each hypothesis the table cannot speak to, saying why."""
     have = {c.hypothesis for c in claims}
+    modes = list(dict.fromkeys(m.claim for m in schema.modes))
     why = {
-        "H1": ("stacking more bias adapters degrades task quality", "no trained family (lora or steer) in the table"),
+        "H1": ("stacking more bias adapters degrades task quality", "no weight- or output-space family in the table"),
         "H2": ("output steering degrades quality faster than weight-space merging",
                "needs a weight-space and an output-space family with a common merge method in one setting"),
         "H3": ("removing the adapters makes the base bias resurface",
                "needs trained-family rows at k >= 1 with the base's gap on the same targets (bias_base_gap)"),
-        "H5a": ("a prompt pre-processor reaches the target proportions", "no prompt-family rows in the table"),
-        "H6": ("merged weights cost no inference time; unmerged adapters and steering do", "no family with latency in the table"),
+        "H5a": ("a prompt pre-processor reaches the target proportions", "no input-space family in the table"),
+        "H6": ("; ".join(modes) or "each inference mode costs what its family declares",
+               "no family with latency in the table" if modes else "the table's families declare no inference mode"),
     }
     return [Claim(h, claim, "", note=note, hypothesis=h) for h, (claim, note) in why.items() if h not in have]
 

@@ -17,8 +17,9 @@ from scipy import stats as sps
 
 from analysis import stats
 from analysis.report import build, claims_markdown, load, main
-from analysis.simulate import simulate
+from analysis.simulate import SCHEMA, simulate
 from conftest import ROOT
+from lora_lab.schema import write_table
 
 
 def table(effect=0.0, h2=0.0, seeds=5, seed=0, **config):
@@ -39,11 +40,10 @@ def claim(claims, cid, setting=""):
     return next(c for c in claims if c.id == cid and c.setting == setting)
 
 
-def _write(df, d):
+def _write(df, d, schema=SCHEMA):
     for i, (_, g) in enumerate(df.groupby("config_hash")):
-        (d / str(i)).mkdir(parents=True)
-        g.to_parquet(d / str(i) / "results.parquet", index=False)
-    df.to_parquet(d / "results.parquet", index=False)  # the sweep-level copy: must not double count
+        write_table(g, d / str(i) / "results.parquet", schema)
+    write_table(df, d / "results.parquet", schema)  # the sweep-level copy: must not double count
     return d
 
 
@@ -64,7 +64,7 @@ def per_seed_by_hand(df, family, metric, rows=lambda g: g):
 
 def test_h1_is_a_t_test_over_per_seed_slopes():
     df = table(effect=3.0)
-    a = stats.analyse(df)
+    a = stats.analyse(df, SCHEMA)
     c = claim(a.claims, "H1 (lora, sum)")
     x = per_seed_by_hand(df, "lora", "quality_nll_delta")
     assert c.n == 5 and c.value == pytest.approx(x.mean())
@@ -76,7 +76,7 @@ def test_h1_is_a_t_test_over_per_seed_slopes():
 
 def test_h2_pairs_per_seed_slopes_by_seed():
     df = table(effect=0.2, h2=4.0)
-    a = stats.analyse(df)
+    a = stats.analyse(df, SCHEMA)
     c = claim(a.claims, "H2 (steer vs lora, sum)")
     d = per_seed_by_hand(df, "steer", "quality_nll_delta") - per_seed_by_hand(df, "lora", "quality_nll_delta")
     assert c.value == pytest.approx(d.mean()) and c.n == 5
@@ -90,7 +90,7 @@ def test_h2_pairs_per_seed_slopes_by_seed():
 
 
 def test_h2_reversed_effect_is_not_supported():
-    a = stats.analyse(table(effect=4.0, h2=-3.0))  # steering degrades *slower*
+    a = stats.analyse(table(effect=4.0, h2=-3.0), SCHEMA)  # steering degrades *slower*
     assert claim(a.claims, "H2 (steer vs lora, sum)").verdict == "not supported"
 
 
@@ -141,7 +141,7 @@ def test_band_is_a_t_interval_over_per_seed_means():
 
 def test_h6_latency_ratios_per_seed():
     df = table(effect=3.0)
-    a = stats.analyse(df)
+    a = stats.analyse(df, SCHEMA)
     c = claim(a.claims, "H6 (lora unmerged, sum)")
     logs = []
     for s in range(5):
@@ -162,11 +162,11 @@ def test_h6_latency_ratios_per_seed():
     rng = np.random.default_rng(0)
     noise = np.exp(rng.normal(0, 0.01, len(df)))
     slow = df.assign(latency_ms=np.where(df.family == "lora", df.latency_base_ms * (1 + 0.5 * df.k) * noise, df.latency_ms))
-    assert claim(stats.analyse(slow).claims, "H6 (lora merged, sum)").verdict == "not supported"  # merged, but not free
+    assert claim(stats.analyse(slow, SCHEMA).claims, "H6 (lora merged, sum)").verdict == "not supported"  # merged, but not free
     # unmerged at a constant ×1.3 whatever k: a cost, but it does not grow
     level = df.assign(latency_unmerged_ms=df.latency_unmerged_base_ms * np.where(df.k > 0, 1.3, 1.0)
                       * np.exp(rng.normal(0, 0.01, len(df))))
-    grows = claim(stats.analyse(level).claims, "H6 (lora unmerged, sum)")
+    grows = claim(stats.analyse(level, SCHEMA).claims, "H6 (lora unmerged, sum)")
     assert grows.verdict != "supported" and grows.value == pytest.approx(1.0, abs=0.05)
 
 
@@ -178,7 +178,7 @@ def test_zero_spread_is_inconclusive_with_a_note_never_p_zero(slope):
     df = table(effect=1.0)
     lora = df.family == "lora"
     df.loc[lora, "quality_nll_delta"] = slope * df.loc[lora, "k"]  # every seed and ordering: the same slope
-    c = claim(stats.analyse(df).claims, "H1 (lora, sum)")
+    c = claim(stats.analyse(df, SCHEMA).claims, "H1 (lora, sum)")
     assert np.isnan(c.p) and np.isnan(c.p_adj) and c.verdict == "inconclusive"  # on either side of the null
     assert "zero spread" in c.note and c.value == pytest.approx(slope)
 
@@ -186,12 +186,12 @@ def test_zero_spread_is_inconclusive_with_a_note_never_p_zero(slope):
 def test_h3_with_exact_restoration_is_labelled_an_invariant():
     df = table(effect=1.0)
     df["removal_gap"] = df.bias_base_gap  # the base is restored exactly: the bias returns in full
-    c = claim(stats.analyse(df).claims, "H3 (lora, sum)")
+    c = claim(stats.analyse(df, SCHEMA).claims, "H3 (lora, sum)")
     assert c.verdict == "inconclusive" and "invariant" in c.note and c.value == pytest.approx(1.0)
 
 
 def test_one_seed_is_inconclusive_and_nan_never_supports():
-    a = stats.analyse(table(effect=5.0, seeds=1))
+    a = stats.analyse(table(effect=5.0, seeds=1), SCHEMA)
     c = claim(a.claims, "H1 (lora, sum)")
     assert c.n == 1 and np.isnan(c.p) and c.verdict == "inconclusive" and "one seed" in c.note
     assert all(c.verdict != "supported" for c in a.claims)
@@ -202,7 +202,7 @@ def test_one_seed_is_inconclusive_and_nan_never_supports():
 
 def test_untestable_hypotheses_say_so():
     df = table(effect=1.0)
-    a = stats.analyse(df[df.family == "lora"])
+    a = stats.analyse(df[df.family == "lora"], SCHEMA)
     ids = {c.id: c for c in a.claims}
     assert ids["H2"].verdict == "not testable" and "weight-space families" in ids["H2"].note
     assert ids["H5a"].verdict == "not testable" and not any(c.startswith("H5b") for c in ids)
@@ -215,7 +215,7 @@ def test_untestable_hypotheses_say_so():
 def test_two_lambdas_give_two_claims_each_with_its_own_slope():
     df = pd.concat([table(effect=2.0, seed=1, **{"compose.lam": 1.0}), table(effect=0.1, seed=2, **{"compose.lam": 0.5})],
                    ignore_index=True)
-    a = stats.analyse(df)
+    a = stats.analyse(df, SCHEMA)
     assert a.setting_fields == ["compose.lam"]
     h1 = {c.setting: c for c in a.claims if c.id == "H1 (lora, sum)"}
     assert set(h1) == {"compose.lam=1.0", "compose.lam=0.5"}  # never one averaged claim
@@ -237,7 +237,7 @@ def test_a_familys_own_fields_make_arms_not_settings():
                     for c, f, r in zip(df.config, df.family, rank)]
     df["config_hash"] = df.config + df.seed.astype(str)
     df = df[~(second & (df.family != "lora"))]  # the second table contributes a LoRA variant only
-    a = stats.analyse(df)
+    a = stats.analyse(df, SCHEMA)
     assert a.setting_fields == []
     ids = {c.id for c in a.claims}
     assert {"H1 (lora [family.rank=4], sum)", "H1 (lora [family.rank=8], sum)"} <= ids
@@ -253,7 +253,7 @@ def test_collapsed_rows_are_left_out_of_bias_claims_and_bound_h2():
     steer_high = (df.family == "steer") & (df.k >= 3)
     df.loc[steer_high, "collapsed"] = True
     df.loc[steer_high, "control_explicit_acc"] = -100.0  # garbage: a collapsed model's renormalised answers
-    a = stats.analyse(df)
+    a = stats.analyse(df, SCHEMA)
     h4 = claim(a.claims, "H4a (steer, sum)")
     x = per_seed_by_hand(df, "steer", "control_explicit_acc", rows=lambda g: g[~g.collapsed])
     assert h4.value == pytest.approx(x.mean())  # the garbage rows are not in it
@@ -301,9 +301,11 @@ def test_report_with_settings_has_a_setting_column_and_wider_figures(tmp_path):
 @pytest.mark.parametrize("setup,needle", [
     (lambda d: None, "no such directory"),
     (lambda d: d.mkdir(), "no results.parquet found"),
-    (lambda d: (d.mkdir(), table().iloc[:0].to_parquet(d / "results.parquet")), "empty"),
+    (lambda d: write_table(table().iloc[:0], d / "results.parquet", SCHEMA), "empty"),
     (lambda d: (d.mkdir(), (d / "results.parquet").write_bytes(b"PAR1garbage")), "cannot read results"),
-    (lambda d: (d.mkdir(), table().drop(columns="config").to_parquet(d / "results.parquet")), "rerun the sweep"),
+    (lambda d: write_table(table().drop(columns="config"), d / "results.parquet", SCHEMA), "rerun the sweep"),
+    (lambda d: write_table(table(), d / "0" / "results.parquet"),  # no schema: an older lora_lab's file
+     "0/results.parquet: written by an older lora_lab (no metric declarations in the file): rerun the sweep"),
 ])
 def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, setup, needle):
     d = tmp_path / "sweep"
@@ -339,8 +341,8 @@ def test_report_has_a_seat_table_when_target_gaps_carry_seat_statistics(tmp_path
                          "p_value": 0.01 * (r.seed + 1), "noise_floor": 0.2 + 0.01 * r.ordering, "base_effect_size": 1.0 + i})
     d = _write(df, tmp_path / "sweep")
     pd.DataFrame(rows).to_parquet(d / "target_gaps.parquet", index=False)
-    results, gaps = load(d)
-    md = claims_markdown(stats.analyse(results, stats.Options()), stats.Options(), gaps)  # claims.md, without figures
+    results, gaps, schema = load(d)
+    md = claims_markdown(stats.analyse(results, schema, stats.Options()), stats.Options(), gaps)  # claims.md, without figures
     assert "## SEAT tests" in md
     k = df.k.max()
     for family in ("lora", "steer"):
@@ -408,7 +410,7 @@ def test_dashboard_in_headless_chromium(tmp_path):
 def test_claims_on_collapsed_rows_say_why_they_are_missing():
     df = table(effect=1.0, h2=1.0)
     df.loc[(df.family == "steer") & (df.k >= 1), "collapsed"] = True
-    claims = stats.analyse(df).claims
+    claims = stats.analyse(df, SCHEMA).claims
     c = claim(claims, "H2 (steer vs lora, sum)")
     assert c.verdict == "not testable" and "collapsed rows at k = 1" in c.note
     for h in ("H3", "H4a", "H4b"):  # every steering row with k >= 1 collapsed: nothing left to measure

@@ -122,15 +122,19 @@ def test_report_on_crows_results(crows_files, tmp_path):
     assert {"fig_crows_stereo_pref", "fig_crows_ll_diff", "fig_quality_ppl_ratio"} <= names
     assert "fig_quality_fact_acc" not in names  # not measured in this world: no empty figure
     claims = (out / "claims.md").read_text()
-    assert "control_explicit_acc is not measured in this world" in claims
+    assert "world crows declares no control metric" in claims
 
 
 def test_crows_gaps_are_labelled_and_bounded_in_percentage_points():
     from analysis.figures import metric_label, value_range
+    from lora_lab.schema import TableSchema
+    from lora_lab.worlds import crows, seat, synthetic
 
-    crows = pd.DataFrame({"crows_stereo_pref": [60.0], "bias_target_gap": [10.0]})
-    synthetic = pd.DataFrame({"crows_stereo_pref": [np.nan], "bias_target_gap": [0.1]})
-    assert "(pp)" in metric_label(crows, "bias_target_gap")[0] and "TV" in metric_label(synthetic, "bias_target_gap")[0]
-    assert value_range(crows, "bias_target_gap") == (0, 50) and value_range(synthetic, "bias_target_gap") == (0, 1)
-    seat = pd.DataFrame({"seat_effect_size": [1.2], "bias_target_gap": [0.9]})  # |d| beyond the floor, not TV
-    assert "noise floor" in metric_label(seat, "bias_target_gap")[0] and value_range(seat, "bias_target_gap") == (0, None)
+    schema = TableSchema({"crows": list(crows.METRICS), "synthetic": list(synthetic.METRICS), "seat": list(seat.METRICS)})
+    assert "(pp)" in metric_label(schema, "crows", "bias_target_gap")[0]
+    assert "TV" in metric_label(schema, "synthetic", "bias_target_gap")[0]
+    assert value_range(schema, "crows", "bias_target_gap") == (0, 50)
+    assert value_range(schema, "synthetic", "bias_target_gap") == (0, 1)
+    # SEAT: |d| beyond the floor, not TV
+    assert "noise floor" in metric_label(schema, "seat", "bias_target_gap")[0]
+    assert value_range(schema, "seat", "bias_target_gap") == (0, None)
