@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis import stats
-from analysis.report import build, claims_markdown, load, main
+from analysis import figures, stats
+from analysis.report import ReportError, build, claims_markdown, load, main
 from analysis.simulate import SCHEMA, simulate
 from conftest import ROOT
-from lora_lab.schema import write_table
+from lora_lab.schema import Metric, TableSchema, write_table
 
 
 def table(effect=0.0, h2=0.0, seeds=5, seed=0, **config):
@@ -207,6 +207,111 @@ def test_untestable_hypotheses_say_so():
     assert ids["H2"].verdict == "not testable" and "weight-space families" in ids["H2"].note
     assert ids["H5a"].verdict == "not testable" and not any(c.startswith("H5b") for c in ids)
     assert "H6 (lora merged, sum)" in ids
+
+
+# ----------------------------------------------------------------------------- what the table declares
+
+
+def world_schema(world, *metrics, keep=lambda m: True):
+    """`simulate.SCHEMA` with one more world: the simulated world's metrics that `keep` accepts, then `metrics`."""
+    own = [m for m in SCHEMA.metrics["synthetic"] if keep(m)]
+    return TableSchema({**SCHEMA.metrics, world: [*own, *metrics]}, list(SCHEMA.modes), dict(SCHEMA.families))
+
+
+SCORE = Metric("score", "score (fraction)", "fraction", "higher", "quality", "Score", 0.0, None, primary=True)
+
+
+@pytest.mark.parametrize("falling", [True, False])
+def test_h1_turns_a_higher_is_better_quality_metric_into_a_loss(falling):
+    """A world whose primary quality metric is better when higher: H1 tests the slope of its negation."""
+    schema = world_schema("scored", SCORE, keep=lambda m: m.role != "quality")
+    df = table(effect=3.0).assign(world="scored")
+    noise = np.random.default_rng(0).normal(0, 0.3, len(df))
+    df["score"] = 1.0 - df.quality_nll_delta if falling else 1.0 + noise  # falls with k, or flat
+    df = df.drop(columns=["quality_nll_delta", "quality_ppl_ratio"])
+    c = claim(stats.analyse(df, schema).claims, "H1 (lora, sum)")
+    assert c.statistic.startswith("slope of score (fraction, as a loss)")
+    x = -per_seed_by_hand(df, "lora", "score")
+    assert c.n == 5 and c.value == pytest.approx(x.mean())
+    assert c.p == pytest.approx(sps.ttest_1samp(x, 0, alternative="greater").pvalue)
+    if falling:
+        assert c.value > 0 and c.verdict == "supported"
+    else:
+        assert c.verdict != "supported"
+
+
+def test_h4_tests_towards_worse_and_says_when_a_world_declares_nothing():
+    """H4a on a control metric where lower is better (an error rate) tests a rising slope; a world
+    that declares no diversity metric gets H4b "not testable", with why."""
+    error = Metric("control_error", "explicit-prompt error", "fraction", "lower", "control", "Control error", 0.0, 1.0)
+    schema = world_schema("errs", error, keep=lambda m: m.role not in ("control", "diversity"))
+    df = table(effect=3.0).assign(world="errs")
+    df["control_error"] = 1.0 - df.control_explicit_acc  # the accuracy falls with k: the error rises
+    claims = stats.analyse(df, schema).claims
+    c = claim(claims, "H4a (lora, sum)")
+    x = per_seed_by_hand(df, "lora", "control_error")
+    assert c.kind == "greater" and c.value == pytest.approx(x.mean()) and c.value > 0 and c.verdict == "supported"
+    assert "explicit-prompt error" in c.statistic
+    for arm in ("lora", "steer"):
+        c = claim(claims, f"H4b ({arm}, sum)")
+        assert c.verdict == "not testable" and c.note == "world errs declares no diversity metric"
+
+
+def test_figures_use_the_labels_the_rows_world_declares(tmp_path, monkeypatch):
+    """A world's own column is drawn with its declared label; an undeclared float column with its
+    name; each panel (setting) labelled as its own world declares the metric."""
+    toy = Metric("toy_score", "toy score (units)", "units", "none", "diagnostic", "Toy score")
+    pp = Metric("bias_target_gap", "gap (pp)", "pp", "lower", "bias", "Gap in points", 0.0, 50.0)
+    schema = world_schema("toy", toy)
+    schema = TableSchema({**schema.metrics, "points": [pp]}, schema.modes, schema.families)
+    one = table(effect=1.0, seeds=2, **{"world.name": "toy"}).assign(world="toy")
+    other = table(effect=1.0, seeds=2, seed=1, **{"world.name": "points"}).assign(world="points")
+    df = pd.concat([one, other], ignore_index=True)
+    df["toy_score"] = np.where(df.world == "toy", 0.1 * df.k, np.nan)
+    df["undeclared_extra"] = 1.0 + df.k
+    a = stats.analyse(df, schema)
+    ylabels, save = {}, figures._save
+
+    def spy(fig, out, name):
+        ylabels[name] = [ax.get_ylabel() for ax in fig.axes if ax.get_visible()]
+        return save(fig, out, name)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    figures.all_figures(a.data, schema, None, tmp_path)
+    assert (tmp_path / "fig_toy_score.png").exists() and (tmp_path / "fig_toy_score.pdf").exists()
+    assert ylabels["fig_toy_score"] == ["toy score (units)"] * 2
+    assert ylabels["fig_undeclared_extra"] == ["undeclared_extra"] * 2
+    assert ylabels["fig_bias_target_gap"] == ["gap (pp)", "TV distance to target"]  # settings: points, then toy
+    assert "fig_bias_base_gap" not in ylabels  # declared figure=False: drawn with no figure of its own
+    assert figures.metric_label(schema, "toy", "toy_score") == ("toy score (units)", "Toy score")
+    assert figures.value_range(schema, "points", "bias_target_gap") == (0.0, 50.0)
+
+
+def test_load_returns_the_declarations_of_every_file_merged(tmp_path):
+    d = _write(table(), tmp_path / "sweep")
+    other = table(seed=1, **{"world.name": "toy"}).assign(world="toy")
+    write_table(other, d / "toy" / "results.parquet", world_schema("toy"))
+    _, _, schema = load(d)
+    assert set(schema.metrics) == {"synthetic", "toy"} and schema.modes == SCHEMA.modes
+    assert schema.families == SCHEMA.families
+    write_table(table(), d / "old" / "results.parquet")  # no declarations: an older lora_lab wrote it
+    with pytest.raises(ReportError, match=r"old/results\.parquet: written by an older lora_lab \(no metric declarations"):
+        load(d)
+
+
+def test_simulated_declarations_are_the_plugins_own():
+    """`simulate.SCHEMA` copies the synthetic world's metrics and the families' modes, labels and
+    colours by value (the analysis imports no plugin): it must not drift from them."""
+    from lora_lab import catalog
+    from lora_lab.worlds.synthetic import METRICS
+
+    assert SCHEMA.metrics["synthetic"] == list(METRICS)
+    fams = catalog.families()
+    assert set(SCHEMA.families) <= set(fams)
+    for name, decl in SCHEMA.families.items():
+        f = fams[name]
+        assert decl == {"label": f.label, "color": f.color, "space": f.space}, name
+    assert SCHEMA.modes == [m for name in SCHEMA.families for m in fams[name].modes]
 
 
 # ----------------------------------------------------------------------------- settings are never pooled
