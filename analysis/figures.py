@@ -118,7 +118,10 @@ def _panel_title(ax, setting: str, title: str) -> None:
 
 
 def _legend_below(ax, ncol: int = 1) -> None:
-    """Outside the axes, under the x label: never on top of the data, whatever it looks like."""
+    """Outside the axes, under the x label: never on top of the data, whatever it looks like (none
+    on a panel with nothing drawn)."""
+    if not ax.get_legend_handles_labels()[0]:
+        return
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol, handlelength=2.2)
 
 
