@@ -298,6 +298,8 @@ def interference_figure(gaps: pd.DataFrame, df: pd.DataFrame, schema: TableSchem
     row = ["config_hash", "merge", "ordering", "k"]
     gaps = gaps.join(df.drop_duplicates(row).set_index(row).collapsed, on=row)
     gaps = gaps[~gaps.collapsed.fillna(False).astype(bool)]
+    if gaps.empty:  # every composition collapsed: nothing to draw
+        return []
     settings = sorted(gaps.setting.unique())
     styles = arm_style(schema, gaps.arm.unique())
     with plt.rc_context(STYLE):
@@ -374,5 +376,7 @@ def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFra
         if df[df.arm == arm]["merge"].nunique() > 1:
             figs[f"merges_{arm}"] = merge_figure(df, schema, arm, out)
     if gaps is not None and not gaps.empty:
-        figs["interference"] = interference_figure(gaps, df, schema, out)
+        drawn = interference_figure(gaps, df, schema, out)
+        if drawn:
+            figs["interference"] = drawn
     return figs

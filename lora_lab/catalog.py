@@ -16,7 +16,8 @@ checked, so they must not import torch at module level: heavy imports go inside 
 train and apply. This module, too, is torch-free: bad configs fail in about a second.
 
 A test (or a user's own code) can register a plugin at run time with the same functions, and take
-it out again with `registered(...)`.
+it out again with `registered(...)`. `python -m lora_lab.catalog` lists every plugin and what
+combines with what.
 """
 
 from __future__ import annotations
@@ -265,4 +266,7 @@ def listing() -> str:
 
 
 if __name__ == "__main__":
-    print(listing())
+    # run as a script this file is `__main__`, not the module the plugins register in
+    from lora_lab.catalog import listing as registered_listing
+
+    print(registered_listing())

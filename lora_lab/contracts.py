@@ -164,7 +164,12 @@ class Task(Protocol):
 
 
 class World(Protocol):
-    """A world's data as read by `WorldSpec.open`: torch-free."""
+    """A world's data as read by `WorldSpec.open`: torch-free.
+
+    A world not declared `pretrained` is one a base is pretrained on (`base.py`): it also has
+    `vocab` (its words: the tokenizer), `pretrain_corpus()` (the sentences) and `pretrain_digest`
+    (their hash, in the base's cache key). A pretrained world's `vocab`, when it has one, is checked
+    against the loaded tokenizer."""
 
     fingerprint: str  # hash of the data files, split parameters and splits (worlds/io.py)
 

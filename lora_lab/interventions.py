@@ -8,7 +8,9 @@
   `finally`, also when the body raises.
 
 Deltas are in each module's own weight layout ([out, in] for nn.Linear, [in, out] for GPT-2's
-Conv1D), so adding them is layout-agnostic.
+Conv1D, [out, in, *kernel] for a convolution), so adding them is layout-agnostic. A convolution's
+delta may also come as the matrix [out, in·prod(kernel)] (a product of LoRA factors): it is the
+kernel flattened row-major, and is reshaped to it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def weight_edit(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> Iterato
         with torch.no_grad():
             for name, delta in deltas.items():
                 w = _weight(model, name)
+                if w.dim() > 2 and delta.dim() == 2 and delta.shape == (w.shape[0], w[0].numel()):
+                    delta = delta.reshape(w.shape)  # a conv kernel's delta as [out, in·prod(kernel)]
                 if w.shape != delta.shape:
                     raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, weight is {tuple(w.shape)}")
                 pristine[name] = w.detach().clone()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from lora_lab import catalog
 from lora_lab.merges import MergeParams, accumulator, merge
 from lora_lab.merges.lowrank import densify, fused_sum
 
@@ -76,7 +77,7 @@ def test_unknown_method_lists_the_valid_ones():
         accumulator("magic", MergeParams())
 
 
-@pytest.mark.parametrize("name", ["sum", "mean", "ties", "dare", "svd"])
+@pytest.mark.parametrize("name", sorted(catalog.merges()))  # every registered method, a new one included
 def test_incremental_prefixes_equal_from_scratch(name):
     g = torch.Generator().manual_seed(0)
     deltas = [{"a": torch.randn(6, 4, generator=g), "b": torch.randn(3, 5, generator=g)} for _ in range(7)]
@@ -99,7 +100,7 @@ def test_fused_low_rank_sum_is_the_sum_of_the_products():
         fused_sum([factors[0], {"v": factors[1]["w"]}])
 
 
-@pytest.mark.parametrize("name", ["sum", "mean"])
+@pytest.mark.parametrize("name", sorted(n for n, m in catalog.merges().items() if m.lowrank))
 def test_low_rank_prefixes_equal_dense_from_scratch(name):
     """LoRA factors added to the accumulator, flushed at uneven prefixes (a pow2 schedule),
     give the dense from-scratch merge; dense and low-rank adds may be mixed."""
@@ -116,3 +117,24 @@ def test_low_rank_prefixes_equal_dense_from_scratch(name):
             acc.add_lowrank(factors[k - 1], ids[k - 1])
         if k in (1, 2, 4, 8, 9):
             torch.testing.assert_close(acc.result()["a"], merge(name, dense[:k], ids[:k], p)["a"], rtol=1e-5, atol=1e-5)
+
+
+def test_every_method_declares_where_it_applies_and_its_parameters():
+    """The catalog's view: each space has sum; parameters shared by name agree on their default."""
+    merges = catalog.merges()
+    assert {"sum", "mean", "ties", "dare", "svd"} <= set(merges)
+    assert catalog.methods_for("input") == ["sum"] and set(catalog.methods_for("output")) == {"sum", "mean"}
+    assert {p.name: p.default for p in catalog.merge_params()} == {"lam": 1.0, "drop": 0.5, "rank": 16, "density": 0.2}
+    assert MergeParams(rank=3).rank == 3 and MergeParams().density == 0.2
+    with pytest.raises(TypeError, match="unknown merge parameters"):
+        MergeParams(rnak=3)
+
+
+def test_a_method_with_a_conflicting_default_is_refused():
+    from lora_lab.catalog import MergeMethodSpec, Param
+
+    bad = MergeMethodSpec("half", ("weight",), lambda d, i, p: d[0], lambda p: None, (Param("lam", 0.5, "λ"),))
+    with pytest.raises(ValueError, match="parameter lam defaults to 0.5"):
+        with catalog.registered(bad):
+            pass
+    assert "half" not in catalog.merges()

@@ -41,13 +41,16 @@ class LoraFamilyConfig:
 
 def lora_factors(state: Dict[str, Any], scaling: float, fan_in_fan_out: bool):
     """Per-module (left, right) with scaling * B @ A == left @ right in the weight's layout
-    (transposed for Conv1D layers, fan_in_fan_out). Pure tensor maths."""
+    (transposed for Conv1D layers, fan_in_fan_out). A convolution's factors (A: [r, in, *kernel],
+    B: [out, r, 1, 1]) are flattened to matrices, so left @ right is its kernel's delta as
+    [out, in·prod(kernel)], the layout `interventions.weight_edit` reshapes. Pure tensor maths."""
     out = {}
     for key, a in state.items():
         if not key.endswith(".lora_A.weight"):
             continue
         module = key[len(PREFIX) : -len(".lora_A.weight")] if key.startswith(PREFIX) else key[: -len(".lora_A.weight")]
         b = state[key.replace(".lora_A.", ".lora_B.")]
+        a, b = a.flatten(1), b.flatten(1)  # matrices already: unchanged
         out[module] = (a.T * scaling, b.T) if fan_in_fan_out else (b * scaling, a)
     return out
 
