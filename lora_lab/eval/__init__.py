@@ -1,1 +1,1 @@
-"""Evaluation: batched probes of a model on a world, and the metrics built on them."""
+"""Batching text for forward passes: shared by the worlds that score text and the text model handle."""
