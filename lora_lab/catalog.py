@@ -67,12 +67,14 @@ class MergeMethodSpec:
 @dataclass(frozen=True)
 class WorldSpec:
     """A world (`contracts.World`): its config schema, how its data is read (`open(cfg, seed)`,
-    torch-free: bad data stops a run before torch loads) and its task (`task(world)`)."""
+    torch-free: bad data stops a run before torch loads) and its task (`task(world)`). `open` and
+    `task` are callables, or "module:attribute" strings imported when first used (so declaring a
+    world imports neither its reader nor its torch-using task)."""
 
     name: str
     schema: type  # the dataclass of `world.*` (its `name` field is this world's name)
-    open: Callable[[Any, Optional[int]], Any]
-    task: Callable[[Any], Any]
+    open: Any  # Callable[[config, seed], world], or "module:attribute"
+    task: Any  # Callable[[world], task], or "module:attribute"
     metrics: Tuple[Metric, ...]
     models: Tuple[str, ...] = ("causal_lm",)  # model kinds it works with (a model schema's KIND)
     pretrained: bool = False  # needs a model loaded with its weights (it has no corpus to pretrain on)
@@ -234,17 +236,25 @@ def params_for(method: str, values: Dict[str, Any], seed: int):
     return SimpleNamespace(**{p.name: values.get(p.name, p.default) for p in spec.params}, seed=seed)
 
 
+def _callable(ref) -> Callable:
+    """A callable, or the attribute a "module:attribute" string names."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def build_world(world_cfg, seed: Optional[int] = None):
     """The world for a typed world config: its data read, checked and split. Imports no torch, so
     bad data stops a run before torch loads. `seed` is the run's, which the world follows unless
     its own `world.seed` is set."""
-    return world(world_cfg.name).open(world_cfg, seed)
+    return _callable(world(world_cfg.name).open)(world_cfg, seed)
 
 
 def build_task(world_cfg, seed: Optional[int] = None, world_obj=None):
     """The task around a world (built from the config when not given)."""
     w = world_obj if world_obj is not None else build_world(world_cfg, seed)
-    return world(world_cfg.name).task(w)
+    return _callable(world(world_cfg.name).task)(w)
 
 
 def listing() -> str:

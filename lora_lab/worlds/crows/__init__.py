@@ -25,18 +25,8 @@ METRICS = (
 )
 
 
-def _open(cfg, seed):
-    from .data import CrowsWorld
-
-    return CrowsWorld(cfg, seed)
-
-
-def _task(world):
-    from .task import CrowsTask
-
-    return CrowsTask(world)
-
 
 WORLD = register_world(WorldSpec(
-    name="crows", schema=CrowsWorldConfig, open=_open, task=_task, metrics=METRICS, models=("causal_lm",),
+    name="crows", schema=CrowsWorldConfig,
+    open=f"{__name__}.data:CrowsWorld", task=f"{__name__}.task:CrowsTask", metrics=METRICS, models=("causal_lm",),
     pretrained=True, help="CrowS-Pairs-format sentence pairs on a pretrained causal LM"))

@@ -21,18 +21,8 @@ METRICS = (
 )
 
 
-def _open(cfg, seed):
-    from .data import SeatWorld
-
-    return SeatWorld(cfg, seed)
-
-
-def _task(world):
-    from .task import SeatTask
-
-    return SeatTask(world)
-
 
 WORLD = register_world(WorldSpec(
-    name="seat", schema=SeatWorldConfig, open=_open, task=_task, metrics=METRICS, models=("encoder",),
+    name="seat", schema=SeatWorldConfig,
+    open=f"{__name__}.data:SeatWorld", task=f"{__name__}.task:SeatTask", metrics=METRICS, models=("encoder",),
     pretrained=True, help="SEAT tests on a sentence encoder"))

@@ -27,17 +27,6 @@ METRICS = (
 )
 
 
-def _open(cfg, seed):
-    from .world import SyntheticWorld
-
-    return SyntheticWorld(cfg, seed)
-
-
-def _task(world):
-    from .task import SyntheticTask
-
-    return SyntheticTask(world)
-
 
 def _check(root) -> None:
     """adapters.n within the world's targets, and the schedule within adapters.n."""
@@ -51,6 +40,7 @@ def _check(root) -> None:
 
 
 WORLD = register_world(WorldSpec(
-    name="synthetic", schema=SyntheticWorldConfig, open=_open, task=_task, metrics=METRICS, models=("causal_lm",),
+    name="synthetic", schema=SyntheticWorldConfig,
+    open=f"{__name__}.world:SyntheticWorld", task=f"{__name__}.task:SyntheticTask", metrics=METRICS, models=("causal_lm",),
     rewrites=True, collapse="axis_mass", check=_check,
     help="a synthetic language with planted bias, exact ground truth; the base is pretrained on it"))
