@@ -43,12 +43,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lora_lab.schema import Metric, Mode, TableSchema
+from lora_lab.schema import TRAINED, Metric, Mode, TableSchema
 
 from .settings import assign
 
 NAN = float("nan")
-TRAINED = ("weight", "output")  # spaces of the families that are trained and composed
 
 
 @dataclass

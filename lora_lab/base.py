@@ -20,7 +20,6 @@ from .config import Config
 from .model.build import build_model
 from .model.handle import HFTextModel
 from .training import LMObjective, encode_sentences, train
-from .worlds.synthetic.world import SyntheticWorld
 from .worlds.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ class Base:
         return HFTextModel(self.model, self.tokenizer)
 
 
-def base_key_payload(cfg: Config, world: SyntheticWorld) -> Dict[str, Any]:
+def base_key_payload(cfg: Config, world) -> Dict[str, Any]:
     """Everything the pretrained weights depend on: the pretraining text as generated included."""
     return {
         "world": dataclasses.asdict(cfg.world),
@@ -55,8 +54,9 @@ def base_key_payload(cfg: Config, world: SyntheticWorld) -> Dict[str, Any]:
     }
 
 
-def pretrain(cfg: Config, world: SyntheticWorld, out_dir: Path, progress: bool) -> Dict[str, Any]:
-    """Build and pretrain the base model on the world corpus; save model + tokenizer to out_dir."""
+def pretrain(cfg: Config, world, out_dir: Path, progress: bool) -> Dict[str, Any]:
+    """Build and pretrain the base model on the world corpus (a world a base is pretrained on has
+    `vocab`, `pretrain_corpus()` and `pretrain_digest`: `contracts.World`); save model + tokenizer."""
     tokenizer = build_tokenizer(world.vocab)
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
     data = encode_sentences(tokenizer, world.pretrain_corpus())

@@ -29,9 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .checks import ConfigError
-from .schema import Metric, require_core
-
-SPACES = ("weight", "output", "input")  # where a family intervenes: weights, layer outputs, the prompt
+from .schema import SPACES, Metric, require_core
 # where plugins live: families and merge methods are modules, worlds are packages (the modules
 # beside them, e.g. worlds/io.py, are shared helpers)
 PACKAGES = {"lora_lab.families": False, "lora_lab.merges": False, "lora_lab.worlds": True}
@@ -96,12 +94,16 @@ def discover() -> None:
     global _discovered
     if _discovered:
         return
-    _discovered = True
-    for package, packages_only in PACKAGES.items():
-        pkg = importlib.import_module(package)
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-            if not info.name.startswith("_") and (info.ispkg or not packages_only):
-                importlib.import_module(f"{package}.{info.name}")
+    _discovered = True  # first: the modules imported below register, and registering discovers
+    try:
+        for package, packages_only in PACKAGES.items():
+            pkg = importlib.import_module(package)
+            for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+                if not info.name.startswith("_") and (info.ispkg or not packages_only):
+                    importlib.import_module(f"{package}.{info.name}")
+    except BaseException:
+        _discovered = False  # a plugin failed to import: try again next time rather than stay partial
+        raise
 
 
 def on_change(fn: Callable[[], None]) -> None:
@@ -123,9 +125,12 @@ def _check_name(kind: str, name: str, table: Dict[str, Any], obj: Any) -> None:
 
 def register_family(family):
     """Register a family object (see `contracts.Family`); returns it."""
+    discover()
     _check_name("family", family.name, _families, family)
     if family.space not in SPACES:
         raise ValueError(f"family {family.name}: space {family.space!r}, valid: {list(SPACES)}")
+    if not family.modes:
+        raise ValueError(f"family {family.name}: declares no inference mode (the first is how it is deployed)")
     for mode in family.modes:
         if mode.family != family.name:
             raise ValueError(f"family {family.name}: mode {mode.name} names family {mode.family}")
@@ -134,9 +139,18 @@ def register_family(family):
     return family
 
 
+# compose fields and params attributes that are not a merge method's to declare
+RESERVED_PARAMS = ("orderings", "schedule", "merge", "seed")
+
+
 def register_merge(method: MergeMethodSpec) -> MergeMethodSpec:
     """Register a merge method; returns it."""
+    discover()
     _check_name("merge method", method.name, _merges, method)
+    taken = [p.name for p in method.params if p.name in RESERVED_PARAMS or not p.name.isidentifier()]
+    if taken:
+        raise ValueError(f"merge method {method.name}: parameter names {taken} are taken or invalid "
+                         f"(reserved: {list(RESERVED_PARAMS)})")
     bad = [s for s in method.spaces if s not in SPACES]
     if bad or not method.spaces:
         raise ValueError(f"merge method {method.name}: spaces {list(method.spaces)}, valid: {list(SPACES)}")
@@ -153,8 +167,11 @@ def register_merge(method: MergeMethodSpec) -> MergeMethodSpec:
 
 def register_world(world: WorldSpec) -> WorldSpec:
     """Register a world; returns it."""
+    discover()
     _check_name("world", world.name, _worlds, world)
     require_core(world.name, world.metrics)
+    if world.collapse is not None and world.collapse not in [m.column for m in world.metrics]:
+        raise ValueError(f"world {world.name}: collapse names {world.collapse!r}, which it does not declare")
     _worlds[world.name] = world
     _changed()
     return world
@@ -162,16 +179,18 @@ def register_world(world: WorldSpec) -> WorldSpec:
 
 @contextmanager
 def registered(*plugins) -> Iterator[None]:
-    """Register plugins for the duration of a block (tests), then take them out again."""
+    """Register plugins for the duration of a block (tests), then take out the ones it added (a
+    plugin registered already stays)."""
+    discover()
     added = []
     try:
         for p in plugins:
-            if isinstance(p, MergeMethodSpec):
-                added.append((_merges, register_merge(p).name))
-            elif isinstance(p, WorldSpec):
-                added.append((_worlds, register_world(p).name))
-            else:
-                added.append((_families, register_family(p).name))
+            table, register = ((_merges, register_merge) if isinstance(p, MergeMethodSpec) else
+                               (_worlds, register_world) if isinstance(p, WorldSpec) else (_families, register_family))
+            new = p.name not in table
+            register(p)
+            if new:
+                added.append((table, p.name))
         yield
     finally:
         for table, name in added:

@@ -216,7 +216,9 @@ class ComposeBase:
 def compose_schema() -> type:
     """`ComposeConfig`: `ComposeBase` plus one field per declared merge parameter, at its default."""
     extra = [(p.name, type(p.default), field(default=p.default)) for p in catalog.merge_params()]
-    return dataclasses.make_dataclass("ComposeConfig", extra, bases=(ComposeBase,))
+    cls = dataclasses.make_dataclass("ComposeConfig", extra, bases=(ComposeBase,))
+    cls.__module__ = __name__  # pickled by reference as lora_lab.config.ComposeConfig (launchers, Hydra's state)
+    return cls
 
 
 ComposeConfig = compose_schema()
@@ -371,7 +373,7 @@ def check_schedule(compose, n: int) -> None:
 
 def register_configs() -> None:
     """Store the root schema and every group's schemas in Hydra's ConfigStore: the shared ones
-    here, each world's and family's from its declaration (`schema/<world>_world`, `schema/<family>`),
+    here, each world's and family's from its declaration (`schema/<world>_world`, `schema/<family>_family`),
     and `compose` with every declared merge parameter. Runs again when a plugin is registered."""
     global ComposeConfig
     ComposeConfig = compose_schema()
@@ -383,7 +385,7 @@ def register_configs() -> None:
         "model": ModelConfig, "hf_model": HFModelConfig, "minilm_model": MiniLMModelConfig, "train": TrainConfig,
         "adapters": AdaptersConfig, "compose": ComposeConfig, "logger": LoggerConfig,
         **{f"{name}_world": w.schema for name, w in catalog.worlds().items()},
-        **{name: f.schema for name, f in catalog.families().items()},
+        **{f"{name}_family": f.schema for name, f in catalog.families().items()},
     }
     for name, node in schemas.items():
         cs.store(group="schema", name=name, node=node)

@@ -50,8 +50,10 @@ class ModelHandle(Protocol):
         """Sub-module name -> the shape of a steering vector added to its output (it must broadcast
         against that output: `(hidden,)` for a transformer block, `(channels, 1, 1)` for a conv block)."""
 
-    def latency_step(self, inputs: Sequence[Any], rewrite: Optional[Callable[[Any], Any]] = None) -> Callable[[], Any]:
-        """One timed inference step on `inputs` (rewritten first, if given): encoding included."""
+    def latency_step(self, inputs: Sequence[Any], rewrite: Optional[Callable[[Any], Any]] = None,
+                     module: Optional["nn.Module"] = None) -> Callable[[], Any]:
+        """One timed inference step on `inputs` (rewritten first, if given): encoding included. `module`:
+        time this module instead of `self.module` (a wrapper around it, as PEFT's unmerged LoRA)."""
 
 
 @runtime_checkable
@@ -97,14 +99,15 @@ class Family(Protocol):
     schema: type  # the dataclass of `family.*`
     trainable: bool  # False: no parameters and no training (the prompt pre-processor)
     factored: bool  # adapters carry low-rank factors (merge methods declared `lowrank` sum them fused)
+    format: int  # how an adapter is stored; from 2 on, part of the adapter's cache key
     label: str  # legend label: "LoRA merged (weight)"
     color: str  # figure colour
     modes: Tuple["Mode", ...]  # its inference modes, the first one as deployed by `apply`
 
     def train(self, base: Any, fcfg: Any, objective: Any, acfg: Any, seed: int, out_dir: Path, progress: bool,
               desc: str) -> Dict[str, Any]:
-        """Train one adapter on `objective` against the frozen base, save it under `out_dir`; return
-        its statistics (train_seconds, final_loss, n_params)."""
+        """Train one adapter on `objective` against the frozen base (`base.handle`: its `ModelHandle`),
+        save it under `out_dir`; return its statistics (train_seconds, final_loss, n_params)."""
 
     def load(self, path: Path) -> Tuple[Delta, Optional[Dict[str, Tuple["torch.Tensor", "torch.Tensor"]]]]:
         """(its tensors, its low-rank factors or None) from a directory `train` wrote."""
@@ -128,7 +131,6 @@ class Task(Protocol):
     taken off again; a declared column it does not return, or one it returns undeclared, is an error."""
 
     world: Any
-    supports_rewrite: bool
 
     def bias_targets(self, kind: str, n: Optional[int]) -> List[Any]:
         """The targets, one adapter each (each has `.id` and `.kind`)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 from hydra.experimental.callback import Callback
@@ -54,9 +54,9 @@ def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -
     return pd.DataFrame(out, columns=[*names, *extra]).astype({c: "float64" for c in extra})
 
 
-def combine(sweep_dir: Path) -> pd.DataFrame:
+def combine(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[TableSchema]]:
     """Concatenate every job's tables under `sweep_dir` into `sweep_dir/results.parquet` (and
-    `target_gaps.parquet`)."""
+    `target_gaps.parquet`), their declarations merged; returns the results table and its schema."""
     sweep_dir = Path(sweep_dir)
     for name in (TARGET_GAPS, RESULTS):
         files = sorted(sweep_dir.glob(f"*/{name}"))

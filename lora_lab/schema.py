@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+SPACES = ("weight", "output", "input")  # where a family intervenes: weights, layer outputs, the prompt
+TRAINED = ("weight", "output")  # the spaces of families that are trained and composed from parameters
 # What a row is: which composition of which run. `config` is the JSON of the config fields that
 # determine the numbers (the report reads which settings differ between rows from it).
 IDENTITY = ("run_id", "world", "model", "family", "space", "merge", "ordering", "k", "adapters", "seed", "config_hash",

@@ -12,7 +12,7 @@ from lora_lab import training
 from lora_lab import catalog
 from lora_lab.adapters.calibrate import calibrate
 from lora_lab.families.lora import lora_deltas, unmerged
-from lora_lab.families.prompt import PromptRewriter, mixture
+from lora_lab.worlds.synthetic.rewrite import PromptRewriter, mixture
 from lora_lab.adapters.stage import build_adapters, measure_single
 from lora_lab.base import get_base, load_pretrained
 from lora_lab.cache import ArtifactCache

@@ -77,3 +77,42 @@ def test_unknown_names_list_the_valid_ones():
         catalog.world("imagenet")
     with pytest.raises(ValueError, match=r"compose.merge: unknown merge method 'slerp', valid: \["):
         catalog.merge_method("slerp")
+
+
+def test_registering_a_present_plugin_for_a_block_leaves_it_registered():
+    steer, ties = catalog.family("steer"), catalog.merge_method("ties")
+    with catalog.registered(steer, ties):
+        pass
+    assert catalog.family("steer") is steer and catalog.merge_method("ties") is ties
+
+
+def test_a_merge_parameter_may_not_take_a_compose_field_or_the_seed():
+    for name in ("seed", "orderings", "merge"):
+        bad = MergeMethodSpec("odd", ("weight",), None, None, (catalog.Param(name, 1, "x"),))
+        with pytest.raises(ValueError, match=f"parameter names \\['{name}'\\] are taken"):
+            catalog.register_merge(bad)
+    assert "odd" not in catalog.merges()
+
+
+def test_a_family_without_modes_and_a_world_collapsing_on_nothing_are_refused():
+    class Modeless(_Family):
+        space = "weight"
+
+    with pytest.raises(ValueError, match="declares no inference mode"):
+        catalog.register_family(Modeless())
+    quality = Metric("q", "q", "u", "lower", "quality", primary=True)
+    with pytest.raises(ValueError, match="collapse names 'mass', which it does not declare"):
+        catalog.register_world(WorldSpec("bad", _Cfg, None, None, (quality, *core_metrics("g", "d", "u", "x")),
+                                          collapse="mass"))
+
+
+def test_the_compose_schema_pickles_by_reference():
+    """Launchers ship configs to other processes; the schema built from the methods' parameters
+    must pickle like a class written in config.py."""
+    import pickle
+
+    from lora_lab import config
+
+    c = config.ComposeConfig(merge=["ties"], density=0.3)
+    assert type(c).__module__ == "lora_lab.config"
+    assert pickle.loads(pickle.dumps(c)) == c

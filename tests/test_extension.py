@@ -143,8 +143,6 @@ class ToyWorld:
 
 
 class ToyTask:
-    supports_rewrite = False
-
     def __init__(self, world):
         self.world = world
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 GOLDEN = Path(__file__).parent / "golden"
 KEY = ["world", "family", "merge", "ordering", "k"]
 GAP_KEY = [*KEY[1:], "adapter"]
-# identity that names the config or the run, not a number; changes when the config schema does
+# identity that names the config or the run, not a number (and two labels the record left out)
 VOLATILE = ["run_id", "config_hash", "config", "model", "space"]
 NO_LATENCY = ["latency.enabled=false", "logger.mode=disabled", "progress=false"]
 # adapters_report.json's quality keys, then and now (each world's declared results column)

@@ -37,12 +37,13 @@ def adapter_seed(seed: int, target) -> int:
 
 def adapter_key_payload(cfg, base_key: str, target, data: str) -> Dict[str, Any]:
     """Everything an adapter depends on; `data` is the world's fingerprint (worlds/io.py)."""
-    a = cfg.adapters
+    a, family = cfg.adapters, catalog.family(cfg.family.name)
     return {
         "base": base_key,
         "data": data,
         "family": dataclasses.asdict(cfg.family),
-        "format": catalog.family(cfg.family.name).format,  # how the adapter is stored
+        # how the adapter is stored, once that changed from a family's first format (format-1 keys stay as they were)
+        **({"format": family.format} if family.format != 1 else {}),
         "corpus": {"samples": a.samples, "retain_fraction": a.retain_fraction},
         "train": {"steps": a.steps, "batch_size": a.batch_size, "objective": OBJECTIVE},
         "target": dataclasses.asdict(target),

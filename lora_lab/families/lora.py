@@ -126,9 +126,12 @@ class LoraFamily:
     def peft_config(self, handle, fcfg):
         from peft import LoraConfig
 
-        modules, fan_in_fan_out = handle.lora_targets()
-        return LoraConfig(r=fcfg.rank, lora_alpha=fcfg.alpha, target_modules=list(fcfg.target_modules or modules),
-                          lora_dropout=0.0, bias="none", fan_in_fan_out=fan_in_fan_out)
+        defaults, fan_in_fan_out = handle.lora_targets()
+        modules = list(fcfg.target_modules or defaults)
+        if not modules:
+            raise ValueError(f"family.target_modules: no default for {type(handle.module).__name__}; set it explicitly")
+        return LoraConfig(r=fcfg.rank, lora_alpha=fcfg.alpha, target_modules=modules, lora_dropout=0.0, bias="none",
+                          fan_in_fan_out=fan_in_fan_out)
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import torch

@@ -49,10 +49,10 @@ class HFTextModel:
         return {"input_ids": ids.to(self.device), "attention_mask": mask.long().to(self.device)}
 
     def lora_targets(self) -> Tuple[List[str], bool]:
+        """Every attention and MLP projection of a known architecture (none for another one: the
+        family then needs `family.target_modules`), and whether they are stored [in, out]."""
         mtype = self.module.config.model_type
-        if mtype not in LORA_TARGETS:
-            raise ValueError(f"family.target_modules: no default for model type {mtype!r}; set it explicitly")
-        return list(LORA_TARGETS[mtype]), mtype in FAN_IN_FAN_OUT
+        return list(LORA_TARGETS.get(mtype, [])), mtype in FAN_IN_FAN_OUT
 
     def steer_sites(self) -> Dict[str, Tuple[int, ...]]:
         """Every transformer block's output, one vector of `hidden_size` each."""

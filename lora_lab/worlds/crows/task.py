@@ -62,9 +62,6 @@ class CrowsReference:
 
 
 class CrowsTask:
-    name = "crows"
-    supports_rewrite = False
-
     def __init__(self, world: CrowsWorld):
         self.world = world
         self.score = world.cfg.score

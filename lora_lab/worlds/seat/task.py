@@ -105,9 +105,6 @@ class SeatReference:
 
 
 class SeatTask:
-    name = "seat"
-    supports_rewrite = False
-
     def __init__(self, world: SeatWorld):
         self.world = world
 

@@ -7,6 +7,8 @@ from ...catalog import WorldSpec, register_world
 from ...schema import Metric, core_metrics
 from .config import DEFAULT_N, SyntheticWorldConfig
 
+CORE = core_metrics("TV distance to target", "TV distance from base", "TV", "targets", hi=1.0, drift_hi=1.0,
+                    collapsible=True)
 METRICS = (
     Metric("quality_nll_delta", "held-out NLL − base (nats/token)", "nats/token", "lower", "quality",
            "Held-out quality loss", primary=True,
@@ -15,12 +17,12 @@ METRICS = (
            log=True, help="exp(quality_nll_delta)"),
     Metric("quality_fact_acc", "fact accuracy (fraction)", "fraction", "higher", "quality", "Fact recall", 0.0, 1.0,
            help="share of role -> workplace / tool facts answered right"),
-    *core_metrics("TV distance to target", "TV distance from base", "TV", "targets", hi=1.0, drift_hi=1.0,
-                  collapsible=True),
+    *CORE[:3],
     Metric("control_explicit_acc", "explicit-prompt accuracy", "fraction", "higher", "control", "Controllability", 0.0,
            1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
     Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
            collapsible=True, help="mean normalised entropy of the attribute distributions"),
+    CORE[3],  # removal_gap, in the column order the table has always had
     Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",
            "Attribute answers (collapse below the threshold)", 0.0, 1.0,
            help="probability the attribute probes put on the axis's own values (below eval.collapse_mass: collapsed)"),

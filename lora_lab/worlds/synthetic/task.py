@@ -22,9 +22,6 @@ from .world import BiasTarget, SyntheticWorld
 
 
 class SyntheticTask:
-    name = "synthetic"
-    supports_rewrite = True
-
     def __init__(self, world: SyntheticWorld):
         self.world = world
 
@@ -36,13 +33,13 @@ class SyntheticTask:
         return LMObjective(encode_pairs(tokenizer, pairs), tokenizer.pad_token_id)
 
     def rewrite(self, targets: Sequence[BiasTarget]) -> Mapping:
-        from ...families.prompt import mixture
+        from .rewrite import mixture
 
         return mixture(self.world, targets)
 
     def rewriter(self, targets: Sequence[BiasTarget], seed: int = 0):
         """The deployable pre-processor for these targets (samples one rewrite per prompt)."""
-        from ...families.prompt import PromptRewriter
+        from .rewrite import PromptRewriter
 
         return PromptRewriter(self.world, targets, seed)
 
