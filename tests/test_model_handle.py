@@ -140,3 +140,14 @@ def test_svd_takes_a_conv_kernel_as_a_matrix_and_refuses_a_vector():
     torch.testing.assert_close(low.reshape(6, -1).double(), (u[:, :2] * s[:2]) @ vh[:2])  # Eckart-Young, per filter row
     with pytest.raises(ValueError, match=r"svd: block\.bias has shape \(4,\)"):
         merge("svd", [{"block.bias": torch.ones(4)}], ["a"], MergeParams(rank=1))
+
+
+def test_lora_needs_target_modules_only_where_the_handle_knows_none(net):
+    class Unknown(ConvHandle):
+        def lora_targets(self):
+            return [], False  # an architecture the handle has no default for
+
+    family = catalog.family("lora")
+    assert family.peft_config(Unknown(net), LoraFamilyConfig(target_modules=["head"])).target_modules == {"head"}
+    with pytest.raises(ValueError, match="family.target_modules: no default for TinyConvNet; set it explicitly"):
+        family.peft_config(Unknown(net), LoraFamilyConfig())
