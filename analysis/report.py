@@ -235,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "(default %(default)s)")
     args = ap.parse_args(argv)
     for name, v, ok in (("--alpha", args.alpha, 0 < args.alpha < 0.5), ("--flat-margin", args.flat_margin, 0 < args.flat_margin < 1),
-                        ("--gap-goal", args.gap_goal, 0 < args.gap_goal < 1)):
+                        ("--gap-goal", args.gap_goal, args.gap_goal > 0)):  # a gap in the world's own unit
         if not ok:
             print(f"analysis.report: error: {name}: out of range (got {v})", file=sys.stderr)
             return 2

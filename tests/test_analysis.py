@@ -522,3 +522,11 @@ def test_claims_on_collapsed_rows_say_why_they_are_missing():
         c = claim(claims, f"{h} (steer, sum)")
         assert c.verdict == "not testable" and "collapsed from k = 1" in c.note, h
     assert claim(claims, "H1 (steer, sum)").verdict != "not testable"  # quality is still measured
+
+
+def test_gap_goal_takes_any_positive_gap_in_the_worlds_unit(tmp_path, capsys):
+    assert main([str(tmp_path), "--gap-goal", "0"]) == 2
+    assert "--gap-goal: out of range (got 0.0)" in capsys.readouterr().err
+    main([str(tmp_path), "--gap-goal", "5"])  # 5 percentage points, say: in range; the empty dir is the error
+    err = capsys.readouterr().err
+    assert "out of range" not in err and "no results.parquet" in err
