@@ -70,13 +70,14 @@ METRICS = (
 )
 MODES = (
     Mode("lora", "merged", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time",
-         label="lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base"),
+         label="lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base",
+         flops="flops_per_token"),
     Mode("lora", "unmerged", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
-         "unmerged adapters cost inference time, growing with k", label="lora unmerged"),
+         "unmerged adapters cost inference time, growing with k", label="lora unmerged", flops="flops_unmerged_per_token"),
     Mode("steer", "hooks", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time",
-         label="steer hooks"),
+         label="steer hooks", flops="flops_per_token"),
     Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs", "the prompt pre-processor costs inference time",
-         label="prompt rewrite"),
+         label="prompt rewrite", flops="flops_per_token"),
 )
 SCHEMA = TableSchema(
     {WORLD: list(METRICS)}, list(MODES),

@@ -543,6 +543,18 @@ def latency_curves(g: pd.DataFrame, column: str, reference: str, keys: Sequence[
     return out[cols]
 
 
+def flops_at(g: pd.DataFrame, column: str, keys: Sequence[str]) -> pd.DataFrame:
+    """Per group: the mode's FLOPs per token (a count, not a timing: the median over curves and
+    seeds is the value) at its largest counted k and at k = 0; NaN where the mode declares none."""
+    cols = [*keys, "flops_top", "flops_base"]
+    if not column or column not in g.columns or g[column].isna().all():
+        return pd.DataFrame(columns=cols).astype({"flops_top": float, "flops_base": float})
+    d = g.dropna(subset=[column])
+    top = d[d.k == d.groupby(list(keys)).k.transform("max")].groupby(list(keys))[column].median().rename("flops_top")
+    base = d[d.k == 0].groupby(list(keys))[column].median().rename("flops_base")
+    return pd.concat([top, base], axis=1).reset_index()[cols]
+
+
 def h6(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
     """Per inference mode the families declare: latency with k adapters ÷ its paired bare-base
     reference, as a log ratio per curve (timing noise is multiplicative), averaged over a seed's
@@ -568,7 +580,7 @@ def h6(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
         else:
             s = t_inference(summary, "greater")
         ms = lc.groupby(keys).agg(top=("top_ms", "median"), ref=("ref_ms", "median"), k_max=("k_max", "max")).reset_index()
-        s = s.merge(ms, on=keys, how="left")
+        s = s.merge(ms, on=keys, how="left").merge(flops_at(g, mode.flops, keys), on=keys, how="left")
         stat = {"costs": "latency ÷ its paired base timing, median over k >= 1 (×), geometric mean over seeds",
                 "flat": "latency ÷ its paired base timing at the largest k (×), per-curve Theil-Sen line over k, "
                         "geometric mean over seeds",
@@ -584,7 +596,8 @@ def h6(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
                          ci_level=1 - 2 * opt.alpha if expect == "flat" else 0.95,
                          bounds=(1 - opt.flat_margin, 1 + opt.flat_margin) if expect == "flat" else (NAN, NAN), null=1.0,
                          note=f"at k = {int(r.k_max)}: {r.top:.3g} ms, paired base {r.ref:.3g} ms (medians over timed curves)"
-                              + why)
+                              + (f"; forward FLOPs per token {r.flops_top:.4g}, at k = 0 {r.flops_base:.4g} "
+                                 f"(×{r.flops_top / r.flops_base:.3g})" if r.flops_top == r.flops_top else "") + why)
 
         for c in _claims(s, make):
             c.value, c.ci = math.exp(c.value), (math.exp(c.ci[0]), math.exp(c.ci[1]))  # back to ratios

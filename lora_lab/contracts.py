@@ -46,6 +46,9 @@ class ModelHandle(Protocol):
         """(names of the sub-modules LoRA adapts by default, fan_in_fan_out: whether their weights
         are stored [in, out] as GPT-2's Conv1D)."""
 
+    def tokens(self, inputs: Sequence[Any]) -> int:
+        """How many tokens (positions, pixels: the unit of "FLOPs per token") the inputs take."""
+
     def steer_sites(self) -> Dict[str, Tuple[int, ...]]:
         """Sub-module name -> the shape of a steering vector added to its output (it must broadcast
         against that output: `(hidden,)` for a transformer block, `(channels, 1, 1)` for a conv block)."""
@@ -116,9 +119,10 @@ class Family(Protocol):
         """Apply a (composed) delta for the duration of a block; undone exactly on exit."""
 
     def time_modes(self, handle: ModelHandle, adapters: Sequence[Any], ks: Sequence[int],
-                   time: Callable[[Any], float]) -> Dict[int, Dict[str, float]]:
-        """The latency of its modes other than the first, {k: {column: ms}}, each k's first
-        `adapters`; `time(model)` times one inference step. Families with one mode return {}."""
+                   time: Callable[[Any], float], flops: Callable[[Any], float]) -> Dict[int, Dict[str, float]]:
+        """The columns of its modes other than the first, {k: {column: value}}, each k's first
+        `adapters`: `time(model)` times one inference step (ms), `flops(model)` counts its FLOPs per
+        token. Families with one mode return {}."""
 
 
 @runtime_checkable

@@ -13,6 +13,13 @@ hooks, prompts rewritten by the pre-processor; k = 0 is the bare base model); Lo
 `unmerged` (`latency_unmerged_ms`: the same k adapters active but unmerged in PEFT, each layer
 computing W0 x + Σ_i s_i B_i A_i x), timed by the family itself (`Family.time_modes`).
 
+Beside each timing, the mode's forward FLOPs per input token (`Mode.flops`): the matrix-product
+FLOPs torch's `FlopCounterMode` counts in one step, divided by the tokens of the inputs before
+any rewriting (so a longer rewritten prompt shows as more FLOPs per token of what the user typed).
+Element-wise work (a steering vector's addition, activations, norms) is not counted, nor, on CPU,
+attention's score products (torch counts no FLOPs for its CPU attention kernel): the count is the
+layers' weight products, the part the modes differ in. A deterministic count, unlike time.
+
 Each has a paired reference timed right after it: `latency_base_ms`, the bare base (the
 composition removed), and `latency_unmerged_base_ms`, the PEFT-wrapped model with its adapters
 switched off. Another job on the machine (the default sweep runs jobs in parallel) can slow a
@@ -57,6 +64,15 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int, settle_s: flo
         if was_enabled:
             gc.enable()
     return 1000.0 * statistics.median(times)
+
+
+def flops(step: Callable[[], object]) -> float:
+    """The FLOPs torch's FlopCounterMode counts in one call of `step` (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
 
 
 def forward_ms(step: Callable[[], object], cfg, settle: bool = False) -> float:

@@ -24,7 +24,7 @@ def to_frame(rows: Sequence[Dict[str, Any]], metrics: Sequence[Metric], modes: S
     """The identity columns, the world's declared metric columns, `collapsed`, then the latency
     columns of the family's inference modes (`schema.columns`)."""
     cols = columns(metrics, modes)
-    floats = [m.column for m in metrics] + [c for mode in modes for c in (mode.column, mode.reference)]
+    floats = [m.column for m in metrics] + [c for mode in modes for c in mode.columns()]
     df = pd.DataFrame(list(rows), columns=cols)
     return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", COLLAPSED: "bool", **{m: "float64" for m in floats}})
 

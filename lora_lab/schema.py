@@ -85,17 +85,28 @@ class Mode:
     claim: str  # the H6 claim, in words
     label: str = ""  # legend label; default "<family> <name>"
     by_construction: str = ""  # non-empty: why the expectation holds by how the mode is built
+    flops: str = ""  # results column of the mode's forward FLOPs per input token ("": not counted)
 
     def __post_init__(self) -> None:
         if self.expect not in ("flat", "grows", "costs"):
             raise ValueError(f"mode {self.family} {self.name}: expect {self.expect!r}, valid: flat, grows, costs")
 
-    def metrics(self) -> Tuple[Metric, Metric]:
-        """The two latency columns as metrics (role cost, in ms, lower is better)."""
+    def columns(self) -> Tuple[str, ...]:
+        """Its results columns: latency, the paired reference, and FLOPs per token when counted."""
+        return (self.column, self.reference, *((self.flops,) if self.flops else ()))
+
+    def metrics(self) -> Tuple[Metric, ...]:
+        """Its columns as metrics (role cost, lower is better): latency and reference in ms, FLOPs
+        per token."""
         title = self.label or f"{self.family} {self.name}"
-        return (Metric(self.column, "latency (ms per batch)", "ms", "lower", "cost", title=f"Forward latency, {title}"),
-                Metric(self.reference, "latency (ms per batch)", "ms", "lower", "cost",
-                       title=f"Forward latency of its paired reference, {title}", figure=False))
+        out = (Metric(self.column, "latency (ms per batch)", "ms", "lower", "cost", title=f"Forward latency, {title}"),
+               Metric(self.reference, "latency (ms per batch)", "ms", "lower", "cost",
+                      title=f"Forward latency of its paired reference, {title}", figure=False))
+        if self.flops:
+            out += (Metric(self.flops, "forward FLOPs per input token", "FLOPs/token", "lower", "cost",
+                           title=f"Forward FLOPs per token, {title}", lo=0.0,
+                           help="matrix-product FLOPs of one forward pass (torch's FlopCounterMode) ÷ the inputs' tokens"),)
+        return out
 
 
 def require_core(world: str, metrics: Sequence[Metric]) -> None:
@@ -112,7 +123,9 @@ def require_core(world: str, metrics: Sequence[Metric]) -> None:
 
 def columns(metrics: Sequence[Metric], modes: Sequence[Mode]) -> List[str]:
     """The column order of a results table."""
-    return [*IDENTITY, *(m.column for m in metrics), COLLAPSED, *(c for mode in modes for c in (mode.column, mode.reference))]
+    latency = [c for mode in modes for c in (mode.column, mode.reference)]
+    flops = [mode.flops for mode in modes if mode.flops]
+    return [*IDENTITY, *(m.column for m in metrics), COLLAPSED, *dict.fromkeys([*latency, *flops])]
 
 
 @dataclass

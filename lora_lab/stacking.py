@@ -19,7 +19,7 @@ from . import catalog
 from .adapters import Adapter
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config, check_schedule, numbers_config
-from .latency import fixed_batch, forward_ms
+from .latency import fixed_batch, flops, forward_ms
 from .schema import COLLAPSED
 
 # per-row {adapter id: its own gap, or {"gap": ..., extra float fields}}; goes to target_gaps.parquet, not results
@@ -77,6 +77,12 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     def latency(rewrite=None, module=None, settle=False) -> float:
         return forward_ms(handle.latency_step(inputs, rewrite, module), lat, settle=settle) if timed else nan
 
+    tokens = handle.tokens(inputs) if timed else 1
+
+    def per_token(rewrite=None, module=None) -> float:
+        """FLOPs per token of the inputs as typed (before any rewrite): see latency.py."""
+        return flops(handle.latency_step(inputs, rewrite, module)) / tokens if timed else nan
+
     rows = []
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
         if k > 0 and acc is not None:
@@ -86,14 +92,15 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         included = [adapters[i].target for i in order[:k]]
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
-            ms = latency(settle=True)
+            ms, count = latency(settle=True), per_token()
         elif family.space == "input":
             metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
             ms = latency(task.rewriter(included, c.seed))
+            count = per_token(task.rewriter(included, c.seed))  # a rewriter seeded alike: the first timed pass's draws
         else:
             with family.apply(handle, acc.result()):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
-                ms = latency()
+                ms, count = latency(), per_token()
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
         metrics = checked(metrics, declared, world.name)
@@ -103,13 +110,18 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         collapsed = bool(world.collapse is not None and metrics[world.collapse] < c.eval.collapse_mass)
         row = {**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
                COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
+        if deployed.flops:
+            row[deployed.flops] = count
         for mode in others:  # at k = 0 every mode is the bare base; the family times the others below
             row[mode.column], row[mode.reference] = (ms, base_ms) if k == 0 else (nan, nan)
+            if mode.flops:
+                row[mode.flops] = count if k == 0 else nan
         rows.append(row)
     if others and timed and max(ks) > 0:
         first = iter([True])
         times = family.time_modes(handle, [adapters[i] for i in order[: max(ks)]], sorted(ks),
-                                  lambda module: latency(module=module, settle=next(first, False)))
+                                  lambda module: latency(module=module, settle=next(first, False)),
+                                  lambda module: per_token(module=module))
         for row in rows:
             row.update(times.get(row["k"], {}))
     return rows
@@ -138,7 +150,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
 
         # the base's key: a model loaded by path is keyed by its weights, which the config does not name
         key = content_key("curve", {"config": chash, "base": base.key, "data": task.world.fingerprint, "merge": merge,
-                                    "ordering": o, "rows": 4, "columns": [m.column for m in world.metrics]})
+                                    "ordering": o, "rows": 5, "columns": [m.column for m in world.metrics]})
         entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part

@@ -47,6 +47,9 @@ class ConvHandle:
     def encode(self, inputs):
         return {"x": torch.stack(list(inputs)).to(self.device)}
 
+    def tokens(self, inputs):
+        return len(inputs) * 6 * 6  # pixels
+
     def lora_targets(self):
         return ["conv", "block.0", "head"], False
 

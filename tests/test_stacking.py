@@ -23,7 +23,8 @@ from lora_lab.catalog import build_task
 
 METRICS = [m.column for m in catalog.world("synthetic").metrics]
 LATENCY = ["latency_ms", "latency_base_ms", "latency_unmerged_ms", "latency_unmerged_base_ms"]  # lora's two modes
-COLUMNS = [*schema.IDENTITY, *METRICS, "collapsed", *LATENCY]
+FLOPS = ["flops_per_token", "flops_unmerged_per_token"]
+COLUMNS = [*schema.IDENTITY, *METRICS, "collapsed", *LATENCY, *FLOPS]
 
 
 def numbers(df):
@@ -79,6 +80,32 @@ def test_results_table_schema_and_nesting(tmp_path):
         assert [len(a) for a in ids] == [0, 1, 2, 3]
         assert all(ids[k + 1][:k] == ids[k] for k in range(3))  # nested prefixes
     assert on_disk.groupby("ordering").adapters.apply(lambda s: tuple(s.iloc[-1])).nunique() == 2
+
+
+def test_flops_per_token_by_hand(tmp_path):
+    """Each mode's forward FLOPs per token against a count by hand: 2 FLOPs per weight entry per
+    position for every projection and the LM head, over the padded batch, ÷ the inputs' tokens.
+    Merged LoRA keeps the base's count at every k; unmerged LoRA adds 2·r·(in + out) per adapted
+    projection per position for each adapter."""
+    from lora_lab.base import get_base
+    from lora_lab.cache import ArtifactCache
+    from lora_lab.latency import fixed_batch
+
+    df = _run(tmp_path, "family=lora")["results"]
+    c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
+    task = build_task(c.world, c.seed)
+    base = get_base(c, task, ArtifactCache(tmp_path / "cache"), progress=False)
+    enc = base.handle.encode(fixed_batch(task.latency_inputs(), c.latency.batch_size))
+    positions, tokens = enc["input_ids"].numel(), int(enc["attention_mask"].sum())
+    m = base.model.config
+    d, layers, vocab, r = m.n_embd, m.n_layer, m.vocab_size, c.family.rank
+    projections = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)]  # c_attn, attn c_proj, c_fc, mlp c_proj: (in, out)
+    by_hand = 2 * positions * (layers * sum(i * o for i, o in projections) + d * vocab) / tokens
+    per_adapter = 2 * positions * layers * sum(r * (i + o) for i, o in projections) / tokens
+    timed = df[(df.ordering == 0) & (df["merge"] == "sum")].sort_values("k")
+    np.testing.assert_allclose(timed.flops_per_token, by_hand, rtol=1e-9)  # merged: the base's FLOPs, whatever k
+    np.testing.assert_allclose(timed.flops_unmerged_per_token, by_hand + per_adapter * timed.k, rtol=1e-9)
+    assert df[df.ordering > 0][FLOPS].isna().all().all()  # counted where timed
 
 
 def test_removal_gap_is_the_base_gap_exactly(tmp_path):

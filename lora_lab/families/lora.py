@@ -118,9 +118,11 @@ class LoraFamily:
     color = "#0072B2"
     modes = (
         Mode("lora", "merged", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time",
-             label="lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base"),
+             label="lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base",
+             flops="flops_per_token"),
         Mode("lora", "unmerged", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
-             "unmerged adapters cost inference time, growing with k", label="lora unmerged"),
+             "unmerged adapters cost inference time, growing with k", label="lora unmerged",
+             flops="flops_unmerged_per_token"),
     )
 
     def peft_config(self, handle, fcfg):
@@ -167,7 +169,7 @@ class LoraFamily:
 
         return weight_edit(handle.module, tensors)
 
-    def time_modes(self, handle, adapters, ks, time) -> Dict[int, Dict[str, float]]:
+    def time_modes(self, handle, adapters, ks, time, flops) -> Dict[int, Dict[str, float]]:
         """Unmerged PEFT: all the curve's adapters loaded once, the first k made active at each k;
         the paired reference is the same wrapped model with every adapter switched off. At k = 0
         the unmerged model is the base itself (no adapter loaded)."""
@@ -178,9 +180,10 @@ class LoraFamily:
         with unmerged(handle.module, list(adapters[: max(composed)])) as activate:
             for k in composed:
                 pm = activate(k)
-                ms = time(pm)
+                ms, count = time(pm), flops(pm)
                 with pm.disable_adapter():
-                    out[k] = {"latency_unmerged_ms": ms, "latency_unmerged_base_ms": time(pm)}
+                    out[k] = {"latency_unmerged_ms": ms, "latency_unmerged_base_ms": time(pm),
+                              "flops_unmerged_per_token": count}
         return out
 
 

@@ -28,7 +28,7 @@ class PromptFamily:
     label = "prompt rewrite (input)"
     color = "#009E73"
     modes = (Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs",
-                  "the prompt pre-processor costs inference time", label="prompt rewrite"),)
+                  "the prompt pre-processor costs inference time", label="prompt rewrite", flops="flops_per_token"),)
 
     def train(self, *args, **kwargs):
         raise TypeError("the prompt family has nothing to train")
@@ -39,7 +39,7 @@ class PromptFamily:
     def apply(self, handle, tensors):
         return nullcontext(handle.module)  # the model is untouched; prompts are rewritten instead
 
-    def time_modes(self, handle, adapters, ks, time):
+    def time_modes(self, handle, adapters, ks, time, flops):
         return {}
 
 

@@ -67,7 +67,7 @@ class SteerFamily:
     label = "steering (output)"
     color = "#D55E00"
     modes = (Mode("steer", "hooks", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time",
-                  label="steer hooks"),)
+                  label="steer hooks", flops="flops_per_token"),)
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import torch
@@ -100,7 +100,7 @@ class SteerFamily:
 
         return steering(handle.module, tensors)
 
-    def time_modes(self, handle, adapters, ks, time) -> Dict[int, Dict[str, float]]:
+    def time_modes(self, handle, adapters, ks, time, flops) -> Dict[int, Dict[str, float]]:
         return {}
 
 

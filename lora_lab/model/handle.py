@@ -48,6 +48,10 @@ class HFTextModel:
         ids, mask = encode(self.tokenizer, inputs, position_limit(module or self.module))
         return {"input_ids": ids.to(self.device), "attention_mask": mask.long().to(self.device)}
 
+    def tokens(self, inputs: Sequence[str]) -> int:
+        """The inputs' tokens as the model sees them (the start token included, padding not)."""
+        return int(self.encode(inputs)["attention_mask"].sum())
+
     def lora_targets(self) -> Tuple[List[str], bool]:
         """Every attention and MLP projection of a known architecture (none for another one: the
         family then needs `family.target_modules`), and whether they are stored [in, out]."""
