@@ -62,6 +62,9 @@ METRICS = (
            1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
     Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
            collapsible=True, help="mean normalised entropy of the attribute distributions"),
+    Metric("diversity_offtarget", "normalised entropy, untargeted pairs", "fraction", "higher", "diversity",
+           "Attribute diversity where no adapter aims", 0.0, 1.0, primary=True, collapsible=True,
+           help="mean normalised entropy over the (role, axis) pairs no included adapter targets (H4b)"),
     Metric("removal_gap", "TV distance to target", "TV", "lower", "bias", "Bias gap after removal", 0.0, 1.0,
            help="the gap on the included targets after the composition is removed again (the base's, exactly)"),
     Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",
@@ -131,7 +134,7 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
         lat = _latency(rng, fam, (t, s, o, K), ks, effect, seed_sd, point_sd, opt)
         cols = {
             "quality_nll_delta": q, "bias_target_gap": gap, "control_explicit_acc": control,
-            "diversity_entropy": diversity, "removal_gap": removal, "bias_base_gap": base, **lat,
+            "diversity_entropy": diversity, "diversity_offtarget": diversity, "removal_gap": removal, "bias_base_gap": base, **lat,
         }
         ti, si, oi, ki = np.meshgrid(np.arange(t), np.arange(s), np.arange(o), ks, indexing="ij")
         frame = pd.DataFrame({k: v.reshape(-1) for k, v in cols.items()})

@@ -433,8 +433,9 @@ H4 = (("H4a", "control", "stacked adapters cost controllability"), ("H4b", "dive
 
 
 def h4(df: pd.DataFrame, schema: TableSchema) -> List[Claim]:
-    """Per world, the slope of its first declared control (H4a) and diversity (H4b) metric vs k,
-    tested towards worse: down for a metric where higher is better, up where lower is."""
+    """Per world, the slope of its control (H4a) and diversity (H4b) metric vs k, tested towards
+    worse: down for a metric where higher is better, up where lower is. The metric is the one the
+    world declares `primary` for the role, else the first it declares."""
     t = df[df.space.isin(TRAINED)]
     out: List[Claim] = []
     for hyp, role, claim in H4:
@@ -445,7 +446,7 @@ def h4(df: pd.DataFrame, schema: TableSchema) -> List[Claim]:
                 out += [Claim(f"{hyp} ({arm}, {merge})", claim, "", setting=setting, hypothesis=hyp, note=note)
                         for (setting, arm, merge), _ in rows.groupby(GROUP, sort=True)]
                 continue
-            m = metrics[0]
+            m = next((x for x in metrics if x.primary), metrics[0])
             kind = "less" if m.direction == "higher" else "greater"
             out += _slope_claims(rows, hyp, m.column, kind, claim, lambda _, m=m: m.label, drop_collapsed=True)
     return out

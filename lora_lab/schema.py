@@ -51,7 +51,7 @@ class Metric:
     lo: Optional[float] = None  # the ends its values cannot pass (bands are clipped there); None: open
     hi: Optional[float] = None
     log: bool = False  # a ratio: averaged across seeds on the log scale, drawn on a log axis
-    primary: bool = False  # quality: the world's headline measure (H1, H2, H5b compare families on it)
+    primary: bool = False  # the metric its role's hypothesis tests: quality H1, H2, H5b; control H4a; diversity H4b
     collapsible: bool = False  # meaningless in a collapsed row (renormalised attribute answers): left out there
     figure: bool = True  # its own figure (False: a reference or an interval's end, drawn with another)
     help: str = ""  # one sentence for the README and the dashboard
@@ -61,8 +61,9 @@ class Metric:
             raise ValueError(f"metric {self.column}: role {self.role!r}, valid: {list(ROLES)}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"metric {self.column}: direction {self.direction!r}, valid: {list(DIRECTIONS)}")
-        if self.primary and (self.role != "quality" or self.direction == "none"):
-            raise ValueError(f"metric {self.column}: only a quality metric with a direction can be primary")
+        if self.primary and (self.role not in ("quality", "control", "diversity") or self.direction == "none"):
+            raise ValueError(f"metric {self.column}: only a quality, control or diversity metric with a direction "
+                             "can be primary")
 
     @property
     def loss_sign(self) -> float:
@@ -117,7 +118,7 @@ def require_core(world: str, metrics: Sequence[Metric]) -> None:
         raise ValueError(f"world {world}: declares no {missing}; every world measures {list(CORE)}")
     if len(set(columns)) != len(columns):
         raise ValueError(f"world {world}: a metric column is declared twice: {columns}")
-    if not any(m.primary for m in metrics):
+    if not any(m.primary and m.role == "quality" for m in metrics):
         raise ValueError(f"world {world}: no primary quality metric (Metric(..., role='quality', primary=True))")
 
 

@@ -261,3 +261,28 @@ def test_a_lambda_sweep_is_reported_per_lambda(tmp_path):
         assert f"| H1 (lora, sum) | compose.lam={lam} |" in claims and f"| H2 (steer vs lora, sum) | compose.lam={lam} |" in claims
     h1 = [line for line in claims.splitlines() if line.startswith("| H1 (lora, sum) |")]
     assert len(h1) == 2 and all(line.split("|")[-3].strip() == "2" for line in h1)  # n = 2 seeds
+
+
+def test_offtarget_diversity_is_the_entropy_of_the_pairs_no_adapter_targets(tmp_path):
+    """H4b's metric, against an independent loop: scipy's entropy ÷ log(values) per (role, axis)
+    that no included target covers, averaged; with nothing included it is every pair's."""
+    from scipy.stats import entropy
+
+    from lora_lab.base import get_base
+    from lora_lab.cache import ArtifactCache
+    from lora_lab.worlds.synthetic.probes import attribute_distributions
+
+    c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path}"]))
+    task = build_task(c.world, c.seed)
+    base = get_base(c, task, ArtifactCache(tmp_path), progress=False)
+    model, tok, world = base.model, base.tokenizer, task.world
+    targets = task.bias_targets("rebalance", 3)
+    ref = task.reference(model, tok)
+    dists = attribute_distributions(model, tok, world)
+    covered = {(r, t.axis) for t in targets[:2] for r in t.roles}
+    by_hand = np.mean([entropy(dists[ax.name][r]) / np.log(len(ax.values)) for ax in world.axes
+                       for r in range(len(world.roles)) if (r, ax.name) not in covered])
+    metrics, _ = task.evaluate(model, tok, ref, targets[:2], targets)
+    assert metrics["diversity_offtarget"] == pytest.approx(by_hand, rel=1e-6)
+    none, _ = task.evaluate(model, tok, ref, [], targets)
+    assert none["diversity_offtarget"] == pytest.approx(none["diversity_entropy"], rel=1e-6)

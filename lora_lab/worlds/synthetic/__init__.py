@@ -22,6 +22,9 @@ METRICS = (
            1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
     Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
            collapsible=True, help="mean normalised entropy of the attribute distributions"),
+    Metric("diversity_offtarget", "normalised entropy, untargeted pairs", "fraction", "higher", "diversity",
+           "Attribute diversity where no adapter aims", 0.0, 1.0, primary=True, collapsible=True,
+           help="mean normalised entropy over the (role, axis) pairs no included adapter targets (H4b)"),
     CORE[3],  # removal_gap, in the column order the table has always had
     Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",
            "Attribute answers (collapse below the threshold)", 0.0, 1.0,

@@ -17,6 +17,7 @@ from ...training import Encoded
 from .probes import (attribute_distributions, attribute_probes, encode_heldout, explicit_probes, fact_accuracy, mean_nll,
                      normalised_entropy, tv_distance)
 
+
 @dataclass
 class Reference:
     """What compositions are compared against: the base model's numbers, computed once."""
@@ -58,12 +59,11 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
     explicit_acc, explicit_mass = explicit_probes(model, tok, world)
     nll_delta = mean_nll(model, tok, ref.heldout) - ref.nll
     cov = covered(included)
-    drift = [
-        tv_distance(dists[ax.name][r], ref.dists[ax.name][r])
-        for ax in world.axes
-        for r in range(len(world.roles))
-        if (r, ax.name) not in cov
-    ]
+    untargeted = [(r, ax.name) for ax in world.axes for r in range(len(world.roles)) if (r, ax.name) not in cov]
+    drift = [tv_distance(dists[ax][r], ref.dists[ax][r]) for r, ax in untargeted]
+    # diversity where no included adapter aims: a rebalancing adapter pushes its own pairs towards its
+    # target (uniform by default), so their entropy rises by design; the question is the others
+    spread = [normalised_entropy(dists[ax][r]) for r, ax in untargeted]
     metrics = {
         "quality_nll_delta": nll_delta,
         "quality_ppl_ratio": float(np.exp(nll_delta)),
@@ -73,6 +73,7 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
         "bias_offtarget_drift": float(np.mean(drift)) if drift else float("nan"),
         "control_explicit_acc": explicit_acc,
         "diversity_entropy": float(np.mean([normalised_entropy(dists[ax.name]).mean() for ax in world.axes])),
+        "diversity_offtarget": float(np.mean(spread)) if spread else float("nan"),
         # every attribute probe of this row, neutral and explicit, weighted alike
         "axis_mass": float(np.concatenate([*masses.values(), explicit_mass]).mean()),
     }
