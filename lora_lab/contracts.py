@@ -46,6 +46,10 @@ class ModelHandle(Protocol):
         """(names of the sub-modules LoRA adapts by default, fan_in_fan_out: whether their weights
         are stored [in, out] as GPT-2's Conv1D)."""
 
+    def hidden(self, inputs: Sequence[Any]) -> "torch.Tensor":
+        """[positions, features]: the model's final hidden state at every real (unpadded) position
+        of the inputs, as the model is now (a composition applied or not); for the activation shift."""
+
     def tokens(self, inputs: Sequence[Any]) -> int:
         """How many tokens (positions, pixels: the unit of "FLOPs per token") the inputs take."""
 
@@ -160,6 +164,9 @@ class Task(Protocol):
 
     def latency_inputs(self) -> List[Any]:
         """Inputs of the latency probe (the prompts a deployed model would see)."""
+
+    def heldout_inputs(self) -> List[Any]:
+        """Held-out text no adapter was trained on (the activation shift is measured on it)."""
 
     # A world declared `rewrites` also provides the prompt pre-processor's rules:
     #   rewrite(targets) -> the exact expectation over rewrites (evaluate's `rewrite` argument);

@@ -13,7 +13,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .schema import COLLAPSED, Metric, Mode, TableSchema, columns, read_table_schema, write_table
+from .schema import COLLAPSED, PIPELINE_METRICS, Metric, Mode, TableSchema, columns, read_table_schema, write_table
 
 log = logging.getLogger("lora_lab")
 RESULTS = "results.parquet"
@@ -24,14 +24,14 @@ def to_frame(rows: Sequence[Dict[str, Any]], metrics: Sequence[Metric], modes: S
     """The identity columns, the world's declared metric columns, `collapsed`, then the latency
     columns of the family's inference modes (`schema.columns`)."""
     cols = columns(metrics, modes)
-    floats = [m.column for m in metrics] + [c for mode in modes for c in mode.columns()]
+    floats = [m.column for m in (*metrics, *PIPELINE_METRICS)] + [c for mode in modes for c in mode.columns()]
     df = pd.DataFrame(list(rows), columns=cols)
     return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", COLLAPSED: "bool", **{m: "float64" for m in floats}})
 
 
 def table_schema(world: str, metrics: Sequence[Metric], family) -> TableSchema:
     """What a job's tables declare about themselves: its world's metrics, its family's modes and labels."""
-    return TableSchema({world: list(metrics)}, list(family.modes),
+    return TableSchema({world: [*metrics, *PIPELINE_METRICS]}, list(family.modes),
                        {family.name: {"label": family.label, "color": family.color, "space": family.space}})
 
 

@@ -34,6 +34,7 @@ ROLES = ("quality", "bias", "control", "diversity", "cost", "diagnostic")
 DIRECTIONS = ("higher", "lower", "none")  # which way is better; "none": neither (a diagnostic)
 # The bias columns every world must declare: the stacking loop and H3 read them by name.
 CORE = ("bias_target_gap", "bias_base_gap", "bias_offtarget_drift", "removal_gap")
+SHIFT = "activation_shift"  # measured by the pipeline on every world's rows (`PIPELINE_METRICS`)
 KEY = b"lora_lab"  # the parquet metadata key
 VERSION = 1
 
@@ -110,6 +111,15 @@ class Mode:
         return out
 
 
+# Columns the stacking loop measures on every world, beside the world's own.
+PIPELINE_METRICS = (
+    Metric(SHIFT, "‖Δh‖ / ‖h‖ on held-out text", "ratio", "none", "diagnostic", "Activation shift", lo=0.0,
+           help="how far the composition moves the model's final hidden states on the world's held-out text: "
+                "the Frobenius norm of the change over every token ÷ the base's; families compare at equal shift "
+                "(NaN for the prompt pre-processor, which leaves the model as it is)"),
+)
+
+
 def require_core(world: str, metrics: Sequence[Metric]) -> None:
     """A world's declaration names every core bias column and one primary quality metric."""
     columns = [m.column for m in metrics]
@@ -118,6 +128,9 @@ def require_core(world: str, metrics: Sequence[Metric]) -> None:
         raise ValueError(f"world {world}: declares no {missing}; every world measures {list(CORE)}")
     if len(set(columns)) != len(columns):
         raise ValueError(f"world {world}: a metric column is declared twice: {columns}")
+    taken = [c for c in columns if c in [m.column for m in PIPELINE_METRICS]]
+    if taken:
+        raise ValueError(f"world {world}: {taken} is measured by the pipeline on every world; declare another name")
     if not any(m.primary and m.role == "quality" for m in metrics):
         raise ValueError(f"world {world}: no primary quality metric (Metric(..., role='quality', primary=True))")
 
@@ -126,7 +139,8 @@ def columns(metrics: Sequence[Metric], modes: Sequence[Mode]) -> List[str]:
     """The column order of a results table."""
     latency = [c for mode in modes for c in (mode.column, mode.reference)]
     flops = [mode.flops for mode in modes if mode.flops]
-    return [*IDENTITY, *(m.column for m in metrics), COLLAPSED, *dict.fromkeys([*latency, *flops])]
+    return [*IDENTITY, *(m.column for m in metrics), *(m.column for m in PIPELINE_METRICS), COLLAPSED,
+            *dict.fromkeys([*latency, *flops])]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from .adapters import Adapter
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config, check_schedule, numbers_config
 from .latency import fixed_batch, flops, forward_ms
-from .schema import COLLAPSED
+from .schema import COLLAPSED, SHIFT
 
 # per-row {adapter id: its own gap, or {"gap": ..., extra float fields}}; goes to target_gaps.parquet, not results
 TARGET_GAPS = "_target_gaps"
@@ -73,6 +73,12 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     inputs = fixed_batch(task.latency_inputs(), lat.batch_size)
     deployed, others = family.modes[0], family.modes[1:]
     nan = float("nan")
+    heldout = task.heldout_inputs()
+    h0 = handle.hidden(heldout)  # the base's final hidden states: what the activation shift is relative to
+
+    def shift() -> float:
+        """‖h - h0‖ / ‖h0‖ over every held-out position, with the composition as it is applied now."""
+        return float((handle.hidden(heldout) - h0).norm() / h0.norm())
 
     def latency(rewrite=None, module=None, settle=False) -> float:
         return forward_ms(handle.latency_step(inputs, rewrite, module), lat, settle=settle) if timed else nan
@@ -92,14 +98,17 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         included = [adapters[i].target for i in order[:k]]
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
+            moved = shift()  # 0: the same model and inputs (a check that h0 is the base's)
             ms, count = latency(settle=True), per_token()
         elif family.space == "input":
             metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
+            moved = nan  # the pre-processor leaves the model as it is
             ms = latency(task.rewriter(included, c.seed))
             count = per_token(task.rewriter(included, c.seed))  # a rewriter seeded alike: the first timed pass's draws
         else:
             with family.apply(handle, acc.result()):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
+                moved = shift()
                 ms, count = latency(), per_token()
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
@@ -109,7 +118,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         # NaN (not measured) compares False: not collapsed
         collapsed = bool(world.collapse is not None and metrics[world.collapse] < c.eval.collapse_mass)
         row = {**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
-               COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
+               SHIFT: moved, COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
         if deployed.flops:
             row[deployed.flops] = count
         for mode in others:  # at k = 0 every mode is the bare base; the family times the others below
@@ -150,7 +159,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
 
         # the base's key: a model loaded by path is keyed by its weights, which the config does not name
         key = content_key("curve", {"config": chash, "base": base.key, "data": task.world.fingerprint, "merge": merge,
-                                    "ordering": o, "rows": 5, "columns": [m.column for m in world.metrics]})
+                                    "ordering": o, "rows": 6, "columns": [m.column for m in world.metrics]})
         entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part

@@ -191,6 +191,9 @@ class ToyTask:
     def latency_inputs(self):
         return list(self.world.text)
 
+    def heldout_inputs(self):
+        return list(self.world.text)
+
     def base_report(self, model, tok):
         return {"toy_mass": float(sum(self.probs(model, tok).values()))}
 

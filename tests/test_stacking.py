@@ -286,3 +286,38 @@ def test_offtarget_diversity_is_the_entropy_of_the_pairs_no_adapter_targets(tmp_
     assert metrics["diversity_offtarget"] == pytest.approx(by_hand, rel=1e-6)
     none, _ = task.evaluate(model, tok, ref, [], targets)
     assert none["diversity_offtarget"] == pytest.approx(none["diversity_entropy"], rel=1e-6)
+
+
+def test_activation_shift_against_a_loop_over_sentences(tmp_path):
+    """‖h - h0‖ / ‖h0‖ of the final hidden states on held-out text, recomputed one unpadded sentence
+    at a time with the composition applied by hand; 0 at k = 0."""
+    import torch
+
+    from lora_lab.adapters.stage import build_adapters
+    from lora_lab.base import get_base
+    from lora_lab.cache import ArtifactCache
+    from lora_lab.interventions import weight_edit
+
+    df = _run(tmp_path, "latency.enabled=false")["results"]
+    c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
+    task = build_task(c.world, c.seed)
+    cache = ArtifactCache(tmp_path / "cache")
+    base = get_base(c, task, cache, progress=False)
+    adapters = {a.id: a for a in build_adapters(c, base, task, cache, progress=False)}
+    row = df[(df.ordering == 1) & (df.k == 2)].iloc[0]
+
+    def states():
+        out = []
+        with torch.no_grad():
+            for text in task.heldout_inputs():
+                words = base.tokenizer(text)["input_ids"]
+                bos = [] if words[:1] == [base.tokenizer.bos_token_id] else [base.tokenizer.bos_token_id]
+                ids = torch.tensor([bos + words])
+                out.append(base.model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0])
+        return torch.cat(out)
+
+    h0 = states()
+    with weight_edit(base.model, {k: sum(adapters[a].tensors[k] for a in row.adapters) for k in adapters[row.adapters[0]].tensors}):
+        h = states()
+    assert row.activation_shift == pytest.approx(float((h - h0).norm() / h0.norm()), rel=1e-4)
+    assert (df[df.k == 0].activation_shift == 0).all() and (df[df.k > 0].activation_shift > 0).all()

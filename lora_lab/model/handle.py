@@ -48,6 +48,13 @@ class HFTextModel:
         ids, mask = encode(self.tokenizer, inputs, position_limit(module or self.module))
         return {"input_ids": ids.to(self.device), "attention_mask": mask.long().to(self.device)}
 
+    @torch.inference_mode()
+    def hidden(self, inputs: Sequence[str]) -> torch.Tensor:
+        """The last hidden state (what the LM head reads; an encoder's output) at every real position."""
+        enc = self.encode(inputs)
+        out = self.module(**enc, output_hidden_states=True)
+        return out.hidden_states[-1][enc["attention_mask"].bool()].float()
+
     def tokens(self, inputs: Sequence[str]) -> int:
         """The inputs' tokens as the model sees them (the start token included, padding not)."""
         return int(self.encode(inputs)["attention_mask"].sum())

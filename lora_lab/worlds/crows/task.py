@@ -83,6 +83,10 @@ class CrowsTask:
         """The preference's bootstrap interval; the same resamples (seeded by the world) for every row."""
         return pref_interval(every, np.random.default_rng([self.world.seed, 2]), RESAMPLES)
 
+    def heldout_inputs(self) -> List[str]:
+        """The held-out part of the user's text file (perplexity is scored on it)."""
+        return list(self.world.heldout)
+
     def latency_inputs(self) -> List[str]:
         """Inputs for the latency probe: the held-out general text."""
         return list(self.world.heldout)

@@ -133,6 +133,10 @@ class SeatTask:
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         return (e @ e.T)[np.triu_indices(len(e), 1)]
 
+    def heldout_inputs(self) -> List[str]:
+        """The held-out general sentences (the similarity check runs on them)."""
+        return list(self.world.heldout)
+
     def latency_inputs(self) -> List[str]:
         """Inputs for the latency probe: the held-out general text."""
         return list(self.world.heldout)

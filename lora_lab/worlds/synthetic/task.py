@@ -17,6 +17,8 @@ from .probes import (
     tv_distance,
 )
 from .config import DEFAULT_N
+
+SHIFT_TEXTS = 128  # held-out sentences the activation shift is measured on (of up to 500)
 from ...training import LMObjective, encode_pairs
 from .world import BiasTarget, SyntheticWorld
 
@@ -42,6 +44,10 @@ class SyntheticTask:
         from .rewrite import PromptRewriter
 
         return PromptRewriter(self.world, targets, seed)
+
+    def heldout_inputs(self) -> List[str]:
+        """The held-out sentences perplexity is scored on (frames no training text uses)."""
+        return sorted(set(self.world.heldout_text()))[:SHIFT_TEXTS]
 
     def latency_inputs(self) -> List[str]:
         """Inputs for the latency probe: the neutral prompts, which the pre-processor rewrites."""
