@@ -45,6 +45,12 @@ class Param:
     help: str
     check: Callable[[Any], bool] = lambda v: True
     rule: str = ""  # what `check` requires, for the error message: "must be in (0, 1]"
+    type: Any = None  # the config field's type; None: type(default). `Any` for a field of several forms (λ)
+    normalize: Optional[Callable[[Any], Any]] = None  # a checked value as stored (λ: 1 -> 1.0), so equal settings hash equal
+
+    @property
+    def field_type(self) -> Any:
+        return type(self.default) if self.type is None else self.type
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,9 @@ def register_merge(method: MergeMethodSpec) -> MergeMethodSpec:
                 if q.name == p.name and (q.default != p.default or type(q.default) is not type(p.default)):
                     raise ValueError(f"merge method {method.name}: parameter {p.name} defaults to {p.default!r}, "
                                      f"{other.name} declares {q.default!r}: a shared compose field has one default")
+                if q.name == p.name and q.field_type != p.field_type:
+                    raise ValueError(f"merge method {method.name}: parameter {p.name} is typed {p.field_type}, "
+                                     f"{other.name} declares {q.field_type}: a shared compose field has one type")
     _merges[method.name] = method
     _changed()
     return method

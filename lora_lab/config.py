@@ -200,6 +200,8 @@ class ComposeBase:
             if hasattr(self, param.name):
                 value = getattr(self, param.name)
                 _require(param.check(value), f"{p}.{param.name}", param.rule, value)
+                if param.normalize is not None:
+                    setattr(self, param.name, param.normalize(value))
 
     def ks(self, n: int) -> List[int]:
         if self.schedule == "all":
@@ -215,7 +217,7 @@ class ComposeBase:
 
 def compose_schema() -> type:
     """`ComposeConfig`: `ComposeBase` plus one field per declared merge parameter, at its default."""
-    extra = [(p.name, type(p.default), field(default=p.default)) for p in catalog.merge_params()]
+    extra = [(p.name, p.field_type, field(default=p.default)) for p in catalog.merge_params()]
     cls = dataclasses.make_dataclass("ComposeConfig", extra, bases=(ComposeBase,))
     cls.__module__ = __name__  # pickled by reference as lora_lab.config.ComposeConfig (launchers, Hydra's state)
     return cls
