@@ -369,8 +369,15 @@ def numbers_config(c: "Config") -> Dict[str, Any]:
 
 
 def check_schedule(compose, n: int) -> None:
-    beyond = [k for k in compose.ks(n) if k > n]
+    """The schedule within the n adapters, and a λ list (`compose.lam`) long enough for its largest k.
+    Run where n is known: the synthetic world's config check, or `stacking.stack` once the adapters exist."""
+    ks = compose.ks(n)
+    beyond = [k for k in ks if k > n]
     _require(not beyond, "compose.schedule", f"k beyond the {n} adapters", beyond)
+    lam, top = getattr(compose, "lam", None), max(ks)
+    if isinstance(lam, (list, tuple)):
+        _require(len(lam) >= top, "compose.lam",
+                 f"a list needs λ_k for every k up to {top}, the largest k composed; it has {len(lam)}", lam)
 
 
 def register_configs() -> None:

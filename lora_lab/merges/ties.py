@@ -2,7 +2,7 @@
 1. trim: keep each delta's `density` share of entries with the largest magnitude, zero the rest;
 2. elect: the sign of the summed trimmed deltas, per entry;
 3. disjoint merge: the mean of the trimmed entries that agree with the elected sign (zeros excluded);
-then scale by λ."""
+then scale by λ (λ_k for a schedule of k: `sum.lam_at`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Dict, List
 
 from ..catalog import MergeMethodSpec, Param, register_merge
 from . import Delta
-from .sum import LAM
+from .sum import LAM, lam_at
 
 DENSITY = Param("density", 0.2, "TIES: share of each delta's entries kept (largest magnitudes)", lambda v: 0 < v <= 1,
                 "must be in (0, 1]")
@@ -32,20 +32,24 @@ def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
     import torch
 
     out = {}
+    if not deltas:
+        return out
+    lam = lam_at(p.lam, len(deltas))
     for k in deltas[0]:
         trimmed = torch.stack([trim(d[k], p.density) for d in deltas])  # [n, ...]
         elected = torch.sign(trimmed.sum(0))
         agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
         merged = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
-        out[k] = p.lam * merged
+        out[k] = lam * merged
     return out
 
 
 class Accumulator:
-    """Per entry: sums and counts of the positive and of the negative trimmed values."""
+    """Per entry: sums and counts of the positive and of the negative trimmed values; and k, the
+    deltas added (λ is λ_k)."""
 
     def __init__(self, p):
-        self.p = p
+        self.p, self.k = p, 0
         self.pos: Dict[str, object] = {}
         self.neg: Dict[str, object] = {}
         self.npos: Dict[str, object] = {}
@@ -63,17 +67,21 @@ class Accumulator:
             self.neg[k] += t.clamp(max=0)
             self.npos[k] += (t > 0).to(t.dtype)
             self.nneg[k] += (t < 0).to(t.dtype)
+        self.k += 1
 
     def result(self) -> Delta:
         import torch
 
         out = {}
+        if not self.k:
+            return out
+        lam = lam_at(self.p.lam, self.k)
         for k in self.pos:
             elected = torch.sign(self.pos[k] + self.neg[k])
             pos_mean = self.pos[k] / self.npos[k].clamp(min=1)
             neg_mean = self.neg[k] / self.nneg[k].clamp(min=1)
             merged = torch.where(elected > 0, pos_mean, torch.where(elected < 0, neg_mean, torch.zeros_like(pos_mean)))
-            out[k] = self.p.lam * merged
+            out[k] = lam * merged
         return out
 
 

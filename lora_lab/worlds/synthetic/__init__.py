@@ -34,14 +34,14 @@ METRICS = (
 
 
 def _check(root) -> None:
-    """adapters.n within the world's targets, and the schedule within adapters.n."""
+    """adapters.n within the world's targets, the schedule within adapters.n, a λ list long enough."""
     from ...checks import require
+    from ...config import check_schedule
 
     w, kind, n = root.world, root.adapters.kind.value, root.adapters.n or DEFAULT_N
     available = w.roles * len(w.axes) if kind == "rebalance" else sum(len(a.values) for a in w.axes)
     require(n <= available, "adapters.n", f"this world has {available} {kind} targets", n)
-    beyond = [k for k in root.compose.ks(n) if k > n]
-    require(not beyond, "compose.schedule", f"k beyond the {n} adapters", beyond)
+    check_schedule(root.compose, n)
 
 
 WORLD = register_world(WorldSpec(
