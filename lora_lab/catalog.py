@@ -140,6 +140,13 @@ def register_family(family):
     for mode in family.modes:
         if mode.family != family.name:
             raise ValueError(f"family {family.name}: mode {mode.name} names family {mode.family}")
+    real = control_of(family)
+    if real is not None:
+        if real not in _families or control_of(_families[real]) is not None:
+            raise ValueError(f"family {family.name}: control_of {real!r} is not a registered real family")
+        if _families[real].space != family.space or not family.trainable:
+            raise ValueError(f"family {family.name}: a control is trainable and acts in its real family's space "
+                             f"({_families[real].space})")
     _families[family.name] = family
     _changed()
     return family
@@ -205,6 +212,12 @@ def registered(*plugins) -> Iterator[None]:
         for table, name in added:
             table.pop(name, None)
         _changed()
+
+
+def control_of(family) -> Optional[str]:
+    """The real family a control family stands in for (its optional `control_of`, `contracts.Family`);
+    None for a real family. The one place that attribute is read."""
+    return getattr(family, "control_of", None)
 
 
 def families() -> Dict[str, Any]:
@@ -291,7 +304,9 @@ def listing() -> str:
     lines = ["families:"]
     for f in families().values():
         modes = ", ".join(m.name for m in f.modes)
-        lines.append(f"  {f.name:<10} {f.space}-space  merge methods: {', '.join(methods_for(f.space))}  modes: {modes}")
+        control = f"  control of: {control_of(f)}" if control_of(f) else ""
+        lines.append(f"  {f.name:<10} {f.space}-space  merge methods: {', '.join(methods_for(f.space))}  modes: {modes}"
+                     + control)
     lines.append("merge methods:")
     for m in merges().values():
         params = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"

@@ -13,6 +13,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .catalog import control_of
 from .schema import COLLAPSED, PIPELINE_METRICS, Metric, Mode, TableSchema, columns, read_table_schema, write_table
 
 log = logging.getLogger("lora_lab")
@@ -29,10 +30,17 @@ def to_frame(rows: Sequence[Dict[str, Any]], metrics: Sequence[Metric], modes: S
     return df.astype({"ordering": "int64", "k": "int64", "seed": "int64", COLLAPSED: "bool", **{m: "float64" for m in floats}})
 
 
+def family_declaration(family) -> Dict[str, str]:
+    """What a table says about a family: label, colour, space, and `control_of` (the real family a
+    control family stands in for; only a control family has it)."""
+    real = control_of(family)
+    return {"label": family.label, "color": family.color, "space": family.space,
+            **({"control_of": real} if real is not None else {})}
+
+
 def table_schema(world: str, metrics: Sequence[Metric], family) -> TableSchema:
     """What a job's tables declare about themselves: its world's metrics, its family's modes and labels."""
-    return TableSchema({world: [*metrics, *PIPELINE_METRICS]}, list(family.modes),
-                       {family.name: {"label": family.label, "color": family.color, "space": family.space}})
+    return TableSchema({world: [*metrics, *PIPELINE_METRICS]}, list(family.modes), {family.name: family_declaration(family)})
 
 
 def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:

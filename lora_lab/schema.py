@@ -150,7 +150,8 @@ class TableSchema:
 
     metrics: Dict[str, List[Metric]] = field(default_factory=dict)  # world -> its metrics
     modes: List[Mode] = field(default_factory=list)
-    families: Dict[str, Dict[str, str]] = field(default_factory=dict)  # family -> {"label", "color", "space"}
+    # family -> {"label", "color", "space"}, plus "control_of" (the real family) for a control family
+    families: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION,

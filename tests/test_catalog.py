@@ -18,7 +18,7 @@ def test_the_catalog_and_config_checks_import_no_torch():
             "print(len(catalog.families()), len(catalog.merges()), len(catalog.worlds()), heavy)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["3", "5", "3", "[]"]
+    assert r.stdout.split() == ["5", "5", "3", "[]"]
 
 
 def test_the_listing_names_every_plugin_and_what_combines():
@@ -26,6 +26,8 @@ def test_the_listing_names_every_plugin_and_what_combines():
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "steer      output-space  merge methods: sum, mean" in out
+    assert "null_lora  weight-space  merge methods: sum, dare, mean, svd, ties  modes: merged, unmerged  control of: lora" in out
+    assert "null_steer output-space  merge methods: sum, mean  modes: hooks  control of: steer" in out
     assert "ties       spaces: weight  parameters: lam=1.0, density=0.2" in out
     assert "seat       models: encoder (pretrained)" in out
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import catalog
 from ..cache import ArtifactCache, content_key
+from ..contracts import TRAINED
 from ..schema import Metric
 from . import Adapter
 from .calibrate import Calibration, calibrate
@@ -76,18 +77,24 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
 
 def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[str, Any]]:
     """Each adapter alone (k = 1): gap reduction uncalibrated and calibrated, the task's quality.
-    With `adapters.calibrate`, sets each adapter's scale to its calibrated value."""
+    With `adapters.calibrate`, sets each adapter's scale to its calibrated value.
+
+    A control family's adapter (a random one of its trained counterpart's size, `Family.control_of`)
+    is calibrated on that trained counterpart, kept in its directory: it is stacked at the strength
+    the real adapter is, and `stacked_gap` is its own gap there."""
     family = catalog.family(cfg.family.name)
+    real = catalog.control_of(family)
     model, tok = base.model, base.tokenizer
     rows = []
     for ad in adapters:
         t = ad.target
         base_gap = task.target_gap(model, tok, t)
+        trained = catalog.family(real).load(ad.path / TRAINED)[0] if real is not None else ad.tensors
 
-        def gap_at(scale: float) -> float:
+        def gap_at(scale: float, tensors=ad.tensors) -> float:
             if family.space == "input":
                 return task.target_gap(model, tok, t, task.rewrite([t]))
-            with family.apply(base.handle, {k: v * scale for k, v in ad.tensors.items()}):
+            with family.apply(base.handle, {k: v * scale for k, v in tensors.items()}):
                 return task.target_gap(model, tok, t)
 
         gap = gap_at(1.0)
@@ -104,13 +111,14 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
         }
         if family.trainable:
             if reducible:
-                cal = calibrate(lambda s: 1 - gap_at(s) / base_gap, cfg.adapters.calibration_target, cfg.adapters.max_scale)
+                cal = calibrate(lambda s: 1 - gap_at(s, trained) / base_gap, cfg.adapters.calibration_target,
+                                cfg.adapters.max_scale)
             else:
                 cal = Calibration(ad.scale, NAN, reachable=False)
             row.update(cal_scale=cal.scale, cal_reduction=cal.reduction, cal_reachable=cal.reachable)
             if cfg.adapters.calibrate and reducible:
                 ad.scale = cal.scale
-                row["stacked_gap"] = base_gap * (1 - cal.reduction)
+                row["stacked_gap"] = base_gap * (1 - cal.reduction) if real is None else gap_at(cal.scale)
         with family.apply(base.handle, ad.scaled()):
             row.update(task.quality(model, tok, ref))
         rows.append(row)
