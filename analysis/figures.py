@@ -32,7 +32,8 @@ from .stats import TRAINED, band, gap_unit, mode_label, world_of  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-LINESTYLES = ["-", "--", ":", "-."]
+LINESTYLES = ["-", ":", "-.", (0, (3, 1, 1, 1, 1, 1))]  # a real family's arms, one after the other
+DASHED = ["--", (0, (6, 2)), (0, (2, 2))]  # a control family's (a null: `control_of`), in its real family's colour
 SPACE_ORDER = (*TRAINED, "input")  # families in legends: weight space, output space, input space
 K_LABEL = "adapters stacked, k"
 
@@ -50,13 +51,20 @@ def arm_family(arm: str) -> str:
     return arm.split(" [")[0]
 
 
+def control_of(schema: TableSchema, family: str) -> Optional[str]:
+    """The real family a control family stands in for, as the table declares (None: a real family)."""
+    return schema.families.get(family, {}).get("control_of")
+
+
 def family_order(schema: TableSchema) -> List[str]:
-    """The declared families, by space (weight, output, input), then by name."""
+    """The declared families, by space (weight, output, input), then by name, each control family
+    right after the real family it stands in for."""
     fams = schema.families
 
     def key(f):
         space = fams[f].get("space", "")
-        return (SPACE_ORDER.index(space) if space in SPACE_ORDER else len(SPACE_ORDER), f)
+        real = control_of(schema, f)
+        return (SPACE_ORDER.index(space) if space in SPACE_ORDER else len(SPACE_ORDER), real or f, real is not None, f)
 
     return sorted(fams, key=key)
 
@@ -75,15 +83,17 @@ def family_color(schema: TableSchema, family: str) -> str:
 
 
 def arm_style(schema: TableSchema, arms) -> Dict[str, dict]:
-    """Colour by family (as the family declares it); a second arm of the same family gets the next
-    line style."""
+    """Colour by family (as the family declares it: a control family declares its real family's);
+    a second arm of the same family gets the next line style. A control family's arms (declared
+    `control_of`) are dashed, a real family's never are."""
     out, seen = {}, {}
     for a in arm_order(schema, arms):
         fam = arm_family(a)
         i = seen.get(fam, 0)
         seen[fam] = i + 1
         label = family_label(schema, fam) + (a[len(fam):] if a != fam else "")
-        out[a] = {"color": family_color(schema, fam), "linestyle": LINESTYLES[i % len(LINESTYLES)], "label": label}
+        styles = DASHED if control_of(schema, fam) else LINESTYLES
+        out[a] = {"color": family_color(schema, fam), "linestyle": styles[i % len(styles)], "label": label}
     return out
 
 

@@ -16,14 +16,15 @@ measured point some noise (`point_sd`). Each hypothesis's quantity is planted wi
 | H5a | the pre-processor's target gap: `gap_goal - effect` |
 | H5b | trained family's mean quality loss over k >= 1 minus the pre-processor's (0) |
 | H6 | latency ratio: lora merged `1 + flat_margin - effect` (the null sits on the margin); the others `exp(effect)` |
+| H1 vs null | with `nulls=True`: the real family's slope minus its null's, `effect` (+ `h2` for steer) − `null_effect` |
 
 Effects are in units of the per-seed spread: with `seed_sd=1`, `effect=1` is a one-seed-SD
 effect. `python -m analysis.simulate` prints, per claim, the share of "supported" verdicts at
 effect 0 (false positives), the CI coverage of the true value, and the power at a given effect.
 
 A simulated table declares its columns as a sweep's table does: `SCHEMA` holds the synthetic
-world's metric declarations and the lora, steer and prompt families' inference modes, labels and
-colours, copied here by value (the analysis imports no plugin module); pass it to `analyse`, and
+world's metric declarations and the lora, steer, prompt, null_lora and null_steer families'
+inference modes, labels, colours and (for the nulls) `control_of`, copied here by value (the analysis imports no plugin module); pass it to `analyse`, and
 write it into any parquet file made from a simulated table (`lora_lab.schema.write_table`).
 """
 
@@ -42,6 +43,7 @@ from lora_lab.schema import Metric, Mode, TableSchema
 from .stats import Analysis, Options, analyse
 
 FAMILIES = (("lora", "weight"), ("steer", "output"), ("prompt", "input"))
+NULLS = (("null_lora", "weight"), ("null_steer", "output"))  # the control families, with `nulls=True`
 WORLD = "synthetic"  # the world whose table the simulation imitates (the rows' `world`)
 # The synthetic world's declarations; the simulation fills every column but quality_fact_acc and
 # bias_offtarget_drift.
@@ -81,12 +83,23 @@ MODES = (
          label="steer hooks", flops="flops_per_token"),
     Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs", "the prompt pre-processor costs inference time",
          label="prompt rewrite", flops="flops_per_token"),
+    Mode("null_lora", "merged", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time",
+         label="null_lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base",
+         flops="flops_per_token"),
+    Mode("null_lora", "unmerged", "latency_unmerged_ms", "latency_unmerged_base_ms", "grows",
+         "unmerged adapters cost inference time, growing with k", label="null_lora unmerged",
+         flops="flops_unmerged_per_token"),
+    Mode("null_steer", "hooks", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time",
+         label="null_steer hooks", flops="flops_per_token"),
 )
 SCHEMA = TableSchema(
     {WORLD: list(METRICS)}, list(MODES),
     {"lora": {"label": "LoRA merged (weight)", "color": "#0072B2", "space": "weight"},
      "steer": {"label": "steering (output)", "color": "#D55E00", "space": "output"},
-     "prompt": {"label": "prompt rewrite (input)", "color": "#009E73", "space": "input"}})
+     "prompt": {"label": "prompt rewrite (input)", "color": "#009E73", "space": "input"},
+     "null_lora": {"label": "LoRA null (random, same norms)", "color": "#0072B2", "space": "weight", "control_of": "lora"},
+     "null_steer": {"label": "steering null (random, same norms)", "color": "#D55E00", "space": "output",
+                    "control_of": "steer"}})
 
 
 def _cumulative(rng, shape_tsa, orders, mu, seed_sd, adapter_sd, point_sd, ks):
@@ -103,8 +116,10 @@ def _cumulative(rng, shape_tsa, orders, mu, seed_sd, adapter_sd, point_sd, ks):
 
 def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4, effect: float = 0.0, h2: float = 0.0,
              seed_sd: float = 1.0, adapter_sd: float = 0.5, point_sd: float = 0.3, opt: Optional[Options] = None,
-             rng_seed: int = 0) -> pd.DataFrame:
-    """A stacked results table: `tables` settings x (lora, steer, prompt) x seeds x orderings x k = 0..n."""
+             rng_seed: int = 0, nulls: bool = False, null_effect: float = 0.0) -> pd.DataFrame:
+    """A stacked results table: `tables` settings x (lora, steer, prompt) x seeds x orderings x k = 0..n.
+    `nulls`: also the control families null_lora and null_steer, each with quality slope
+    `null_effect` (drawn after the others: the rest of the table is the same with and without)."""
     opt = opt or Options()
     rng = np.random.default_rng(rng_seed)
     ks = list(range(n + 1))
@@ -112,7 +127,7 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
     orders = np.argsort(rng.random((t, s, o, n)), axis=3)  # each seed's orderings of its n adapters
     cols: Dict[str, np.ndarray] = {}
     frames = []
-    for fam, space in FAMILIES:
+    for fam, space in (*FAMILIES, *(NULLS if nulls else ())):
         shape = (t, s, o, K)
         if space == "input":
             q = np.zeros(shape)
@@ -123,7 +138,7 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
             removal = gap.copy()
             base = np.full(shape, 0.5)
         else:
-            slope = effect + (h2 if fam == "steer" else 0.0)
+            slope = null_effect if SCHEMA.families[fam].get("control_of") else effect + (h2 if fam == "steer" else 0.0)
             q = _cumulative(rng, (t, s, n), orders, slope, seed_sd, adapter_sd, point_sd, ks)
             control = 1.0 + _cumulative(rng, (t, s, n), orders, -effect, seed_sd, adapter_sd, point_sd, ks)
             diversity = 1.0 + _cumulative(rng, (t, s, n), orders, -effect, seed_sd, adapter_sd, point_sd, ks)
@@ -131,7 +146,8 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
             base = np.broadcast_to(gap[..., :1], shape)
             share = effect + rng.normal(0, seed_sd, (t, s, 1, 1)) + rng.normal(0, point_sd, (t, s, o, 1))
             removal = gap + share * (base - gap)
-        lat = _latency(rng, fam, (t, s, o, K), ks, effect, seed_sd, point_sd, opt)
+        real = SCHEMA.families[fam].get("control_of") or fam  # a null is timed as its real family is
+        lat = _latency(rng, real, (t, s, o, K), ks, effect, seed_sd, point_sd, opt)
         cols = {
             "quality_nll_delta": q, "bias_target_gap": gap, "control_explicit_acc": control,
             "diversity_entropy": diversity, "diversity_offtarget": diversity, "removal_gap": removal, "bias_base_gap": base, **lat,
@@ -179,10 +195,14 @@ def _latency(rng, fam, shape, ks, effect, seed_sd, point_sd, opt) -> Dict[str, n
             "latency_unmerged_base_ms": nan}
 
 
-def truth(effect: float, h2: float, n: int, opt: Options) -> Dict[str, float]:
-    """The true value of each claim's statistic in `simulate`'s tables (by hypothesis and mode)."""
+def truth(effect: float, h2: float, n: int, opt: Options, null_effect: float = 0.0) -> Dict[str, float]:
+    """The true value of each claim's statistic in `simulate`'s tables (by hypothesis and mode);
+    the null families' with `nulls=True`."""
     mean_k = np.mean(range(1, n + 1))
     return {
+        "H1 (null_lora, sum)": null_effect, "H1 (null_steer, sum)": null_effect,
+        "H1 vs null (lora vs null_lora, sum)": effect - null_effect,
+        "H1 vs null (steer vs null_steer, sum)": effect + h2 - null_effect,
         "H1 (lora, sum)": effect, "H1 (steer, sum)": effect + h2, "H2 (steer vs lora, sum)": h2,
         "H3 (lora, sum)": effect, "H3 (steer, sum)": effect,
         "H4a (lora, sum)": -effect, "H4a (steer, sum)": -effect, "H4b (lora, sum)": -effect, "H4b (steer, sum)": -effect,
@@ -209,13 +229,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--orderings", type=int, default=3)
     ap.add_argument("--effect", type=float, default=1.0, help="planted effect for the power column, in seed SDs")
+    ap.add_argument("--nulls", action="store_true",
+                    help="add the null families (quality slope 0: H1 vs null's planted effect is the real family's slope)")
     args = ap.parse_args(argv)
     opt = Options(correction="none")  # per-claim rates; a report then corrects across its claims (Holm)
     n = 4
-    null = calibration(analyse(simulate(args.tables, args.seeds, args.orderings, n, 0.0, 0.0, opt=opt), SCHEMA, opt),
-                       truth(0, 0, n, opt))
-    planted = analyse(simulate(args.tables, args.seeds, args.orderings, n, args.effect, args.effect, opt=opt, rng_seed=1),
-                      SCHEMA, opt)
+    null = calibration(analyse(simulate(args.tables, args.seeds, args.orderings, n, 0.0, 0.0, opt=opt, nulls=args.nulls),
+                               SCHEMA, opt), truth(0, 0, n, opt))
+    planted = analyse(simulate(args.tables, args.seeds, args.orderings, n, args.effect, args.effect, opt=opt, rng_seed=1,
+                               nulls=args.nulls), SCHEMA, opt)
     power = calibration(planted, truth(args.effect, args.effect, n, opt))
     out = pd.DataFrame({"false_supported": null.supported, "coverage": null.coverage, "ci_level": null.level,
                         f"power_at_{args.effect:g}_sd": power.supported})

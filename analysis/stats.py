@@ -13,7 +13,10 @@ The protocol (docs/protocol.md) in code:
 5. **No verdict from nothing**: a NaN p-value never gives "supported"; per-seed values with no
    spread (the t statistic is undefined) give "inconclusive" with a note, never p = 0; one seed
    gives "inconclusive" (no test across seeds).
-6. **Collapse**: rows marked `collapsed` (the model no longer answers with an attribute at all)
+6. **Controls**: a family the table declares `control_of` another (a null family: random adapters
+   of its real counterpart's sizes) gets its own H1 line and "H1 vs null", its real family's
+   quality slope minus its own, paired by seed; it enters no other claim.
+7. **Collapse**: rows marked `collapsed` (the model no longer answers with an attribute at all)
    are left out of every claim on attribute distributions, and H2's slopes stop before the first
    collapsed k of either family.
 
@@ -45,7 +48,7 @@ from scipy import stats
 
 from lora_lab.schema import TRAINED, Metric, Mode, TableSchema
 
-from .settings import assign
+from .settings import FAMILY, assign, config_frame, labels
 
 NAN = float("nan")
 
@@ -330,6 +333,55 @@ def h1(df: pd.DataFrame, quality: Dict[str, Metric]) -> List[Claim]:
 
     return _slope_claims(df[df.space.isin(TRAINED)], "H1", "_q", "greater",
                          "stacking more bias adapters degrades task quality", what, drop_collapsed=False)
+
+
+def control_families(schema: TableSchema) -> Dict[str, str]:
+    """{control family: the real family it stands in for}, as the table's families declare
+    (`control_of`: a null family, a random adapter of its real counterpart's size)."""
+    return {f: d["control_of"] for f, d in schema.families.items() if d.get("control_of")}
+
+
+H1_NULL = "stacking bias adapters degrades quality more than stacking random perturbations of the same size"
+
+
+def h1_null(df: pd.DataFrame, quality: Dict[str, Metric], controls: Dict[str, str]) -> List[Claim]:
+    """Per real family F with a control (null) family in the same setting and merge method, with
+    the same family fields (`family.*` but the name): F's per-seed quality-loss slope minus its
+    null's, paired by seed, tested > 0. A null arm with no counterpart gets a not-testable line."""
+    t = df[df.space.isin(TRAINED) & df.family.isin([*controls, *controls.values()])]
+    if t.empty or not controls:
+        return []
+    configs = config_frame(t)
+    own = [c for c in configs.columns if c.startswith(FAMILY) and c != FAMILY + "name"]
+    fields = labels(configs, own) if own else pd.Series("", index=configs.index)
+    t = t.assign(_own=t.config_hash.map(fields).fillna(""))
+    keys = ["setting", "merge", "family", "_own", "arm"]
+    slopes = per_seed(curve_slopes(t, keys, "_q"), keys)
+    real = slopes[~slopes.family.isin(controls)]
+    null = slopes[slopes.family.isin(controls)]
+    null = null.assign(family=null.family.map(controls))
+    on = ["setting", "merge", "family", "_own", "seed"]
+    paired = real.merge(null, on=on, suffixes=("_real", "_null"))
+    paired = paired.assign(value=paired.value_real - paired.value_null)
+    pair = ["setting", "merge", "arm_real", "arm_null"]
+    s = t_inference(seed_summary(paired, pair), "greater")
+
+    def make(r):
+        col, unit = _quality_name(quality, r.setting)
+        return Claim(f"H1 vs null ({r.arm_real} vs {r.arm_null}, {r.merge})", H1_NULL,
+                     f"difference of per-seed slopes of {col} ({unit} per adapter, as a loss), {r.arm_real} minus "
+                     f"{r.arm_null} (random adapters of the same norms), per-seed mean over orderings",
+                     test="one-sided t-test over seeds, paired by seed (difference > 0)", hypothesis="H1 vs null")
+
+    made = _claims(s, make)
+    got = set(zip(s.setting, s.arm_null, s["merge"]))
+    for (setting, arm, merge, family), _ in t[t.family.isin(controls)].groupby(["setting", "arm", "merge", "family"],
+                                                                                  sort=True):
+        if (setting, arm, merge) not in got:
+            made.append(Claim(f"H1 vs null ({arm}, {merge})", H1_NULL, "", setting=setting, hypothesis="H1 vs null",
+                              note=f"no {controls[family]} rows of the same seeds, family fields, setting and merge "
+                                   "method to pair with"))
+    return made
 
 
 def first_collapse(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
@@ -628,8 +680,11 @@ def analyse(df: pd.DataFrame, schema: TableSchema, opt: Optional[Options] = None
     opt = opt or Options()
     df, fields = prepare(df)
     df, quality = quality_columns(df, schema)
-    c2, per_k = h2(df, quality)
-    claims = [*h1(df, quality), *c2, *h3(df), *h4(df, schema), *h5(df, schema, opt), *h6(df, schema, opt)]
+    controls = control_families(schema)
+    real = df[~df.family.isin(controls)]  # null arms: their own H1 line and H1 vs null, no other claim
+    c2, per_k = h2(real, quality)
+    claims = [*h1(df, quality), *h1_null(df, quality, controls), *c2, *h3(real), *h4(real, schema), *h5(real, schema, opt),
+              *h6(real, schema, opt)]
     claims += _untestable(schema, claims)
     p = [c.p if c.n > 0 else NAN for c in claims]
     adj = holm(p) if opt.correction == "holm" else np.asarray(p, dtype=float)

@@ -300,17 +300,18 @@ def test_load_returns_the_declarations_of_every_file_merged(tmp_path):
 
 
 def test_simulated_declarations_are_the_plugins_own():
-    """`simulate.SCHEMA` copies the synthetic world's metrics and the families' modes, labels and
-    colours by value (the analysis imports no plugin): it must not drift from them."""
+    """`simulate.SCHEMA` copies the synthetic world's metrics and the families' modes, labels,
+    colours and `control_of` by value (the analysis imports no plugin): it must not drift from them."""
     from lora_lab import catalog
+    from lora_lab.results import family_declaration
     from lora_lab.worlds.synthetic import METRICS
 
     assert SCHEMA.metrics["synthetic"] == list(METRICS)
     fams = catalog.families()
     assert set(SCHEMA.families) <= set(fams)
     for name, decl in SCHEMA.families.items():
-        f = fams[name]
-        assert decl == {"label": f.label, "color": f.color, "space": f.space}, name
+        assert decl == family_declaration(fams[name]), name
+    assert {f for f, d in SCHEMA.families.items() if d.get("control_of")} == {"null_lora", "null_steer"}
     assert SCHEMA.modes == [m for name in SCHEMA.families for m in fams[name].modes]
 
 
@@ -369,6 +370,88 @@ def test_collapsed_rows_are_left_out_of_bias_claims_and_bound_h2():
     assert h2.value == pytest.approx(d.mean())
     t = a.collapsed.set_index("arm")
     assert t.loc["steer", "collapsed"] == steer_high.sum() and t.loc["steer", "first_collapsed_k"] == 3
+
+
+# ----------------------------------------------------------------------------- null families (controls)
+
+
+def null_table(effect, null_effect, seeds=10, seed=0):
+    """A simulated table with the null families too: real slopes `effect`, null slopes `null_effect`."""
+    return with_config(simulate(1, seeds=seeds, effect=effect, null_effect=null_effect, nulls=True, rng_seed=seed))
+
+
+@pytest.mark.parametrize("real,null", [("lora", "null_lora"), ("steer", "null_steer")])
+def test_h1_vs_null_pairs_per_seed_slopes_by_seed(real, null):
+    df = null_table(effect=3.0, null_effect=0.0)  # planted: bias adapters degrade more than random ones
+    a = stats.analyse(df, SCHEMA)
+    c = claim(a.claims, f"H1 vs null ({real} vs {null}, sum)")
+    d = per_seed_by_hand(df, real, "quality_nll_delta") - per_seed_by_hand(df, null, "quality_nll_delta")
+    assert c.n == 10 and c.value == pytest.approx(d.mean()) and c.hypothesis == "H1 vs null"
+    assert c.p == pytest.approx(sps.ttest_1samp(d, 0, alternative="greater").pvalue)
+    assert c.ci == pytest.approx(sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d)))
+    assert c.p_adj >= c.p and c.verdict == "supported"  # through Holm with every other claim
+    assert claim(a.claims, f"H1 ({null}, sum)").value == pytest.approx(per_seed_by_hand(df, null, "quality_nll_delta").mean())
+
+
+def test_h1_vs_null_is_not_supported_when_the_null_degrades_as_much_or_more():
+    same = stats.analyse(null_table(effect=1.0, null_effect=1.0), SCHEMA)  # size alone explains the damage
+    for cid in ("H1 vs null (lora vs null_lora, sum)", "H1 vs null (steer vs null_steer, sum)"):
+        assert claim(same.claims, cid).verdict != "supported"
+    more = stats.analyse(null_table(effect=0.0, null_effect=3.0), SCHEMA)  # random perturbations damage more
+    for cid in ("H1 vs null (lora vs null_lora, sum)", "H1 vs null (steer vs null_steer, sum)"):
+        c = claim(more.claims, cid)
+        assert c.verdict == "not supported" and c.ci[1] < 0
+
+
+def test_null_arms_enter_h1_only_and_leave_the_other_claims_as_they_were():
+    plain = table(effect=1.0, h2=0.5, seeds=5, seed=4)
+    with_nulls = with_config(simulate(1, seeds=5, effect=1.0, h2=0.5, null_effect=1.0, nulls=True, rng_seed=4))
+    a, b = stats.analyse(plain, SCHEMA), stats.analyse(with_nulls, SCHEMA)
+    null_ids = {c.id for c in b.claims} - {c.id for c in a.claims}
+    assert null_ids == {"H1 (null_lora, sum)", "H1 (null_steer, sum)", "H1 vs null (lora vs null_lora, sum)",
+                        "H1 vs null (steer vs null_steer, sum)"}
+    before = {c.id: (c.value, c.p) for c in a.claims}
+    assert all(before[c.id] == pytest.approx((c.value, c.p), nan_ok=True) for c in b.claims if c.id in before)
+    assert not a.per_k.empty and (a.per_k.weight == "lora").all() and (b.per_k.weight == "lora").all()
+
+
+def test_h1_vs_null_pairs_arms_by_their_family_fields_and_says_when_a_null_has_no_partner():
+    df = null_table(effect=2.0, null_effect=0.0, seeds=5)
+    ranked = pd.concat([df, null_table(effect=4.0, null_effect=0.0, seeds=5, seed=1)], ignore_index=True)
+    rank = np.where(ranked.index >= len(df), 8, 4)
+    ranked["config"] = [json.dumps({**json.loads(c), **({"family.rank": int(r)} if f in ("lora", "null_lora") else {})},
+                                   sort_keys=True) for c, f, r in zip(ranked.config, ranked.family, rank)]
+    ranked["config_hash"] = ranked.config + ranked.seed.astype(str)
+    ranked = ranked[ranked.family.isin(["lora", "null_lora"])]
+    a = stats.analyse(ranked, SCHEMA)
+    four = claim(a.claims, "H1 vs null (lora [family.rank=4] vs null_lora [family.rank=4], sum)")
+    eight = claim(a.claims, "H1 vs null (lora [family.rank=8] vs null_lora [family.rank=8], sum)")
+    assert not any("rank=4] vs null_lora [family.rank=8]" in c.id for c in a.claims)
+    assert four.value == pytest.approx(2.0, abs=1.2) and eight.value == pytest.approx(4.0, abs=1.2)
+    alone = stats.analyse(df[df.family.isin(["null_lora", "steer"])], SCHEMA)
+    c = claim(alone.claims, "H1 vs null (null_lora, sum)")
+    assert c.verdict == "not testable" and "no lora rows" in c.note
+
+
+def test_a_null_arm_is_drawn_dashed_in_its_real_familys_colour():
+    styles = figures.arm_style(SCHEMA, ["steer", "null_lora", "lora", "null_steer", "lora [family.rank=8]"])
+    assert list(styles) == ["lora", "lora [family.rank=8]", "null_lora", "steer", "null_steer"]  # each null after its family
+    for real, null in (("lora", "null_lora"), ("steer", "null_steer")):
+        assert styles[null]["color"] == styles[real]["color"] == SCHEMA.families[real]["color"]
+        assert styles[null]["linestyle"] == "--" and styles[real]["linestyle"] == "-"
+        assert styles[null]["label"] == SCHEMA.families[null]["label"]
+    assert styles["lora [family.rank=8]"]["linestyle"] != "--"  # a real family's second arm is never dashed
+    # declared, not read from the name: a family named null_* that declares no control_of is a real one
+    plain = TableSchema(SCHEMA.metrics, SCHEMA.modes, {f: {k: v for k, v in d.items() if k != "control_of"}
+                                                       for f, d in SCHEMA.families.items()})
+    assert figures.arm_style(plain, ["null_lora"])["null_lora"]["linestyle"] == "-"
+
+
+def test_report_of_a_table_with_nulls(tmp_path):
+    out = build(_write(null_table(effect=3.0, null_effect=0.0, seeds=5), tmp_path / "sweep", SCHEMA))
+    md = (out / "claims.md").read_text()
+    assert re.search(r"\| H1 vs null \(lora vs null_lora, sum\) \|.*\| 5 \| supported \|", md)
+    assert "| H1 (null_steer, sum) |" in md and "H2 (null_steer" not in md and "H6 (null_lora" not in md
 
 
 # ----------------------------------------------------------------------------- the report
