@@ -133,6 +133,24 @@ def test_lora_on_convolutions_merged_equals_peft_unmerged(net, tmp_path):
         net(IMAGES)
 
 
+def test_null_lora_on_convolutions_keeps_each_kernels_delta_norm(net, tmp_path):
+    """The null control through the same handle: LoRA's adapter, trained alike, then random conv and
+    linear factors whose delta has each module's trained norm; PEFT still loads it unmerged."""
+    cfg = dict(rank=2, alpha=4.0, lr=1e-2)
+    _, _, real, _ = _train(catalog.family("lora"), LoraFamilyConfig(**cfg), net, tmp_path / "lora")
+    family = catalog.family("null_lora")
+    handle, _, null, factors = _train(family, family.schema(**cfg), net, tmp_path / "null")
+    assert set(null) == set(real) == {"conv", "block.0", "head"}
+    for m in real:
+        assert null[m].shape == real[m].shape
+        assert float(null[m].norm()) == pytest.approx(float(real[m].norm()), rel=1e-5), m
+        assert abs(float(null[m].flatten() @ real[m].flatten() / (null[m].norm() * real[m].norm()))) < 0.5, m
+    with family.apply(handle, null):
+        merged = net(IMAGES).detach()
+    with unmerged(net, [SimpleNamespace(path=tmp_path / "null", scale=1.0)]) as activate:
+        torch.testing.assert_close(activate(1)(IMAGES).detach(), merged, rtol=1e-5, atol=1e-5)
+
+
 def test_svd_takes_a_conv_kernel_as_a_matrix_and_refuses_a_vector():
     g = torch.Generator().manual_seed(1)
     kernel = torch.randn(6, 4, 3, 3, generator=g)
