@@ -1,6 +1,7 @@
 """The null families: each trains its real family's adapter, then stands in a random one of the
 same size (per LoRA module the delta's Frobenius norm, per steering site the vector's norm)."""
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -54,6 +55,19 @@ def test_the_null_families_are_declared_controls_of_their_real_families():
         assert all(m.family == null for m in n.modes) and n.label != r.label
         assert family_declaration(n)["control_of"] == real and "control_of" not in family_declaration(r)
         assert issubclass(n.schema, r.schema) and n.schema().name == null
+
+
+def test_a_control_must_name_a_registered_real_family_of_its_space():
+    from lora_lab.families.null_lora import NullLoraFamily
+
+    for name, real, msg in (("ctl_a", "nope", "is not a registered real family"),
+                            ("ctl_b", "null_lora", "is not a registered real family"),  # no control of a control
+                            ("ctl_c", "steer", "acts in its real family's space")):
+        modes = tuple(dataclasses.replace(m, family=name) for m in NullLoraFamily.modes)
+        fam = type("Ctl", (NullLoraFamily,), {"name": name, "control_of": real, "modes": modes})()
+        with pytest.raises(ValueError, match=msg):
+            catalog.register_family(fam)
+        assert name not in catalog.families()
 
 
 def test_null_lora_has_the_trained_norms_and_unrelated_directions(trained):
