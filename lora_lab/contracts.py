@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # annotations only
     from .schema import Mode
 
 Delta = Dict[str, "torch.Tensor"]  # tensor name (a module, a steering site) -> tensor, any shape
-TRAINED = "trained"  # a control family's adapter directory keeps the adapter it replaced here (`Family`)
+TRAINED_DIR = "trained"  # a control family's adapter directory keeps the adapter it replaced here (`Family`)
 
 
 @runtime_checkable
@@ -114,7 +114,7 @@ class Family(Protocol):
     # Optional, read only by `catalog.control_of`: a *control* family declares the real family it
     # stands in for (`control_of = "lora"`): it trains that family's adapter exactly as the family
     # would, replaces it by a random one of the same size, and keeps the trained one in the
-    # subdirectory `TRAINED` of its adapter directory, in the real family's format (calibration
+    # subdirectory `TRAINED_DIR` of its adapter directory, in the real family's format (calibration
     # sets the control's strength from it). Real families declare none.
     # control_of: Optional[str]
 

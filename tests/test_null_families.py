@@ -15,7 +15,7 @@ from lora_lab.base import get_base
 from lora_lab.cache import ArtifactCache, content_key
 from lora_lab.catalog import build_task
 from lora_lab.config import validate
-from lora_lab.contracts import TRAINED
+from lora_lab.contracts import TRAINED_DIR
 from lora_lab.families.null_lora import random_lora_state
 from lora_lab.results import family_declaration
 from lora_lab.run import run
@@ -74,7 +74,7 @@ def test_null_lora_has_the_trained_norms_and_unrelated_directions(trained):
     root, task, base, ads = trained
     for real, null in zip(ads["lora"], ads["null_lora"]):
         # the adapter it replaced is LoRA's own, bit for bit (same fields, objective and seed)
-        kept, _ = catalog.family("lora").load(null.path / TRAINED)
+        kept, _ = catalog.family("lora").load(null.path / TRAINED_DIR)
         assert kept.keys() == real.tensors.keys() == null.tensors.keys()
         assert all(torch.equal(kept[m], real.tensors[m]) for m in kept)
         for m, delta in real.tensors.items():
@@ -89,7 +89,7 @@ def test_null_lora_has_the_trained_norms_and_unrelated_directions(trained):
 def test_null_steer_has_the_trained_norms(trained):
     root, task, base, ads = trained
     for real, null in zip(ads["steer"], ads["null_steer"]):
-        kept, _ = catalog.family("steer").load(null.path / TRAINED)
+        kept, _ = catalog.family("steer").load(null.path / TRAINED_DIR)
         assert list(kept) == list(real.tensors) == list(null.tensors)
         assert all(torch.equal(kept[s], real.tensors[s]) for s in kept)
         for s, v in real.tensors.items():

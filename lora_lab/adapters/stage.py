@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import catalog
 from ..cache import ArtifactCache, content_key
-from ..contracts import TRAINED
+from ..contracts import TRAINED_DIR
 from ..schema import Metric
 from . import Adapter
 from .calibrate import Calibration, calibrate
@@ -89,7 +89,7 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
     for ad in adapters:
         t = ad.target
         base_gap = task.target_gap(model, tok, t)
-        trained = catalog.family(real).load(ad.path / TRAINED)[0] if real is not None else ad.tensors
+        trained = catalog.family(real).load(ad.path / TRAINED_DIR)[0] if real is not None else ad.tensors
 
         def gap_at(scale: float, tensors=ad.tensors) -> float:
             if family.space == "input":

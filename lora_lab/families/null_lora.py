@@ -13,13 +13,12 @@ any config is checked: torch is imported inside the functions.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict
 
 from ..catalog import register_family
-from ..contracts import TRAINED
-from ..schema import Mode
+from ..contracts import TRAINED_DIR
 from .lora import LoraFamily, LoraFamilyConfig
 
 WEIGHTS = "adapter_model.safetensors"
@@ -66,19 +65,18 @@ class NullLoraFamily(LoraFamily):
     control_of = "lora"
     label = "LoRA null (random, same norms)"
     color = LoraFamily.color
-    modes = tuple(Mode("null_lora", m.name, m.column, m.reference, m.expect, m.claim, label=f"null_lora {m.name}",
-                       by_construction=m.by_construction) for m in LoraFamily.modes)
+    modes = tuple(replace(m, family="null_lora", label=f"null_lora {m.name}") for m in LoraFamily.modes)  # the same columns
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import shutil
 
         from safetensors.torch import load_file, save_file
 
-        stats = super().train(base, fcfg, objective, acfg, seed, out_dir / TRAINED, progress, desc)
-        for p in (out_dir / TRAINED).iterdir():  # the PEFT directory, then the null's weights over it
+        stats = super().train(base, fcfg, objective, acfg, seed, out_dir / TRAINED_DIR, progress, desc)
+        for p in (out_dir / TRAINED_DIR).iterdir():  # the PEFT directory, then the null's weights over it
             if p.is_file():
                 shutil.copy2(p, out_dir / p.name)
-        state = load_file(str(out_dir / TRAINED / WEIGHTS))
+        state = load_file(str(out_dir / TRAINED_DIR / WEIGHTS))
         save_file(random_lora_state(state, seed), str(out_dir / WEIGHTS), metadata={"format": "pt"})
         return stats
 

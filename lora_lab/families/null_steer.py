@@ -11,13 +11,12 @@ imported inside the functions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict
 
 from ..catalog import register_family
-from ..contracts import TRAINED
-from ..schema import Mode
+from ..contracts import TRAINED_DIR
 from .null_lora import null_generator
 from .steer import FILE, SteerFamily, SteerFamilyConfig
 
@@ -48,18 +47,17 @@ class NullSteerFamily(SteerFamily):
     control_of = "steer"
     label = "steering null (random, same norms)"
     color = SteerFamily.color
-    modes = tuple(Mode("null_steer", m.name, m.column, m.reference, m.expect, m.claim, label=f"null_steer {m.name}",
-                       by_construction=m.by_construction) for m in SteerFamily.modes)
+    modes = tuple(replace(m, family="null_steer", label=f"null_steer {m.name}") for m in SteerFamily.modes)  # the same columns
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import shutil
 
         from safetensors.torch import save_file
 
-        (out_dir / TRAINED).mkdir()
-        stats = super().train(base, fcfg, objective, acfg, seed, out_dir / TRAINED, progress, desc)
-        shutil.copy2(out_dir / TRAINED / "steering_config.json", out_dir / "steering_config.json")
-        trained, _ = super().load(out_dir / TRAINED)  # in the sites' order
+        (out_dir / TRAINED_DIR).mkdir()
+        stats = super().train(base, fcfg, objective, acfg, seed, out_dir / TRAINED_DIR, progress, desc)
+        shutil.copy2(out_dir / TRAINED_DIR / "steering_config.json", out_dir / "steering_config.json")
+        trained, _ = super().load(out_dir / TRAINED_DIR)  # in the sites' order
         save_file(random_vectors(trained, seed), str(out_dir / FILE))
         return stats
 
