@@ -261,7 +261,7 @@ def test_a_registered_world_runs_through_the_pipeline_report_and_dashboard(toy_w
         rows = out["adapters"]["rows"]
         assert all(r["gap"] < r["base_gap"] for r in rows) and "toy_nll_delta" in rows[0]
     df, schema = combine(sweep)
-    assert [m.column for m in schema.metrics["toy"]] == [m.column for m in TOY_METRICS]
+    assert [m.column for m in schema.metrics["toy"]] == [*(m.column for m in TOY_METRICS), "activation_shift"]
     assert read_table_schema([sweep / "results.parquet"]).metric("toy_mass", "toy").label == "P(any colour word)"
     report = build(sweep)
     claims = (report / "claims.md").read_text()

@@ -50,6 +50,9 @@ class ConvHandle:
     def tokens(self, inputs):
         return len(inputs) * 6 * 6  # pixels
 
+    def hidden(self, inputs):
+        return self.module.block(torch.relu(self.module.conv(self.encode(inputs)["x"]))).flatten(1)
+
     def lora_targets(self):
         return ["conv", "block.0", "head"], False
 

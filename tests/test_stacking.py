@@ -24,7 +24,7 @@ from lora_lab.catalog import build_task
 METRICS = [m.column for m in catalog.world("synthetic").metrics]
 LATENCY = ["latency_ms", "latency_base_ms", "latency_unmerged_ms", "latency_unmerged_base_ms"]  # lora's two modes
 FLOPS = ["flops_per_token", "flops_unmerged_per_token"]
-COLUMNS = [*schema.IDENTITY, *METRICS, "collapsed", *LATENCY, *FLOPS]
+COLUMNS = [*schema.IDENTITY, *METRICS, "activation_shift", "collapsed", *LATENCY, *FLOPS]
 
 
 def numbers(df):
