@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lora_lab.schema import Metric, TableSchema  # noqa: E402
+from lora_lab.schema import SHIFT, Metric, TableSchema  # noqa: E402
 
 from .stats import TRAINED, band, gap_unit, mode_label, world_of  # noqa: E402
 
@@ -373,6 +373,42 @@ def own_figure(schema: TableSchema, worlds, column: str) -> bool:
     return all(m is None or m.figure for m in (schema.metric(column, w) for w in worlds))
 
 
+def shift_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
+    """Quality against activation shift (`activation_shift`): each arm at its primary merge method,
+    at each k the mean over seeds of each seed's mean over orderings of both, joined in order of k;
+    one panel per setting. Two families compare at equal shift where their curves share an x: the
+    one lower there loses less quality for moving the model as far."""
+    d0 = df[df[SHIFT].notna()] if SHIFT in df.columns else df.iloc[:0]
+    settings = _settings(d0)
+    if d0.empty:
+        return []
+    styles = arm_style(schema, d0.arm.unique())
+    with plt.rc_context(STYLE):
+        fig, axes = _facets(len(settings))
+        for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
+            d = d0[d0.setting == setting] if "setting" in d0.columns else d0
+            world = world_of(d)
+            quality = primary_quality(schema, world, d)
+            if quality is None:
+                continue
+            for arm in arm_order(schema, d.arm.unique()):
+                g = d[d.arm == arm]
+                g = g[g["merge"] == primary_merge(g)]
+                curve = g.groupby(["k", "seed"])[[SHIFT, quality]].mean().groupby("k").mean()
+                st = styles[arm]
+                ax.plot(curve[SHIFT], curve[quality], color=st["color"], linestyle=st["linestyle"], marker="o",
+                        markersize=2.5, label=f"{st['label']}, {primary_merge(g)}")
+            label, _ = metric_label(schema, world, quality)
+            shift_label, _ = metric_label(schema, world, SHIFT)
+            ax.set(xlabel=shift_label, ylabel=label)
+            _panel_title(ax, setting, "Quality at equal activation shift")
+            if i == 0:
+                _legend_below(ax)
+        for ax in list(axes.flat)[len(settings):]:
+            ax.set_visible(False)
+        return _save(fig, out, "fig_quality_vs_shift")
+
+
 def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
     """A figure per measured metric (a world's own columns included; all-NaN ones skipped), the
     latency modes together in one figure, merge methods per family, interference. `df` carries
@@ -389,4 +425,7 @@ def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFra
         drawn = interference_figure(gaps, df, schema, out)
         if drawn:
             figs["interference"] = drawn
+    drawn = shift_figure(df, schema, out)
+    if drawn:
+        figs["quality_vs_shift"] = drawn
     return figs

@@ -287,6 +287,29 @@ def test_figures_use_the_labels_the_rows_world_declares(tmp_path, monkeypatch):
     assert figures.value_range(schema, "points", "bias_target_gap") == (0.0, 50.0)
 
 
+def test_quality_against_activation_shift_follows_the_rows(tmp_path, monkeypatch):
+    """One point per k at (mean shift, mean quality loss) over seeds, per family; no figure for a
+    table without the activation shift."""
+    df = table(effect=1.0, seeds=3)
+    assert figures.shift_figure(stats.analyse(df, SCHEMA).data, SCHEMA, tmp_path) == []
+    df = df.assign(activation_shift=np.where(df.family == "prompt", np.nan, 0.05 * df.k * (1 + (df.family == "steer"))))
+    drawn, save = {}, figures._save
+
+    def spy(fig, out, name):
+        drawn[name] = {line.get_label(): line.get_xydata() for ax in fig.axes for line in ax.get_lines()}
+        return save(fig, out, name)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    a = stats.analyse(df, SCHEMA)
+    assert (tmp_path / "fig_quality_vs_shift.png") in figures.shift_figure(a.data, SCHEMA, tmp_path)
+    lines = drawn["fig_quality_vs_shift"]
+    steer = lines["steering (output), sum"]
+    g = df[(df.family == "steer") & (df["merge"] == "sum")]
+    by_hand = g.groupby(["k", "seed"])[["activation_shift", "quality_nll_delta"]].mean().groupby("k").mean()
+    np.testing.assert_allclose(steer, by_hand.to_numpy())
+    assert not any(label.startswith("prompt") for label in lines)  # no shift: the model is left as it is
+
+
 def test_load_returns_the_declarations_of_every_file_merged(tmp_path):
     d = _write(table(), tmp_path / "sweep")
     other = table(seed=1, **{"world.name": "toy"}).assign(world="toy")
