@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .checks import ConfigError
 from .schema import SPACES, Metric, require_core
+
 # where plugins live: families and merge methods are modules, worlds are packages (the modules
 # beside them, e.g. worlds/io.py, are shared helpers)
 PACKAGES = {"lora_lab.families": False, "lora_lab.merges": False, "lora_lab.worlds": True}

@@ -9,8 +9,9 @@ only the curves it had not finished.
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -57,9 +58,11 @@ def checked(metrics: Dict[str, float], declared: Sequence[str], world: str) -> D
 
 
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
-          ref, identity: Dict[str, Any], progress: bool = False) -> List[Dict[str, Any]]:
+          ref, identity: Dict[str, Any], progress: bool = False,
+          base_states: Optional[Callable[[], Any]] = None) -> List[Dict[str, Any]]:
     """One ordering, one merge method: a row per k of the schedule (with each included
-    adapter's own gap under `TARGET_GAPS`)."""
+    adapter's own gap under `TARGET_GAPS`). `base_states()`: the base's final hidden states on the
+    task's held-out text, computed once per job (`stack` shares them between its curves)."""
     family, world = catalog.family(c.family.name), catalog.world(c.world.name)
     handle, model, tok = base.handle, base.model, base.tokenizer
     ks = set(c.compose.ks(len(adapters)))
@@ -74,7 +77,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     deployed, others = family.modes[0], family.modes[1:]
     nan = float("nan")
     heldout = task.heldout_inputs()
-    h0 = handle.hidden(heldout)  # the base's final hidden states: what the activation shift is relative to
+    # the base's final hidden states: what the activation shift is relative to
+    h0 = base_states() if base_states is not None else handle.hidden(heldout)
 
     def shift() -> float:
         """‖h - h0‖ / ‖h0‖ over every held-out position, with the composition as it is applied now."""
@@ -149,11 +153,17 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
     jobs = [(m, o) for m in c.merges() for o in range(len(orders))]
     rows: List[Dict[str, Any]] = []
+
+    @functools.cache
+    def base_states():
+        """Computed on the first curve that is not in the cache, then shared."""
+        return base.handle.hidden(task.heldout_inputs())
+
     for merge, o in tqdm(jobs, desc=f"stack {family.name}", disable=not progress):
         ident = {**identity, "ordering": o}
 
         def build(d, merge=merge, o=o, ident=ident):
-            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress)
+            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states)
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 

@@ -65,7 +65,8 @@ class NullLoraFamily(LoraFamily):
     control_of = "lora"
     label = "LoRA null (random, same norms)"
     color = LoraFamily.color
-    modes = tuple(replace(m, family="null_lora", label=f"null_lora {m.name}") for m in LoraFamily.modes)  # the same columns
+    # the real family's modes and columns, under this family's name
+    modes = tuple(replace(m, family="null_lora", label=f"null_lora {m.name}") for m in LoraFamily.modes)
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import shutil

@@ -47,7 +47,8 @@ class NullSteerFamily(SteerFamily):
     control_of = "steer"
     label = "steering null (random, same norms)"
     color = SteerFamily.color
-    modes = tuple(replace(m, family="null_steer", label=f"null_steer {m.name}") for m in SteerFamily.modes)  # the same columns
+    # the real family's modes and columns, under this family's name
+    modes = tuple(replace(m, family="null_steer", label=f"null_steer {m.name}") for m in SteerFamily.modes)
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import shutil

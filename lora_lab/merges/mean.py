@@ -20,18 +20,16 @@ def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
 
 class Accumulator:
     def __init__(self, p):
-        self.inner, self.k = sum_.Accumulator(ONE), 0
+        self.inner = sum_.Accumulator(ONE)  # it counts the deltas added, k
 
     def add(self, delta: Delta, ident: str) -> None:
         self.inner.add(delta, ident)
-        self.k += 1
 
     def add_lowrank(self, factors: Factors, ident: str) -> None:
         self.inner.add_lowrank(factors, ident)
-        self.k += 1
 
     def result(self) -> Delta:
-        return {k: v / self.k for k, v in self.inner.result().items()}
+        return {k: v / self.inner.k for k, v in self.inner.result().items()}
 
 
 register_merge(MergeMethodSpec("mean", ("weight", "output"), merge, Accumulator, (), lowrank=True,
