@@ -112,10 +112,11 @@ class Family(Protocol):
     color: str  # figure colour
     modes: Tuple["Mode", ...]  # its inference modes, the first one as deployed by `apply`
     # Optional, read only by `catalog.control_of`: a *control* family declares the real family it
-    # stands in for (`control_of = "lora"`): it trains that family's adapter exactly as the family
-    # would, replaces it by a random one of the same size, and keeps the trained one in the
-    # subdirectory `TRAINED_DIR` of its adapter directory, in the real family's format (calibration
-    # sets the control's strength from it). Real families declare none.
+    # stands in for (`control_of = "lora"`) and a method `derive(out_dir, seed)`. The adapter stage
+    # gets the real family's adapter (from its own cache entry, trained there once for both), copies
+    # it into the subdirectory `TRAINED_DIR` of the control's adapter directory, in the real family's
+    # format (calibration sets the control's strength from it), and `derive` writes the control's
+    # random adapter of the same size beside it. Real families declare none.
     # control_of: Optional[str]
 
     def train(self, base: Any, fcfg: Any, objective: Any, acfg: Any, seed: int, out_dir: Path, progress: bool,

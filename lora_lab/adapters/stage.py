@@ -7,7 +7,9 @@ learning rate) differs. Each adapter is cached by content, like the base.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import shutil
 import zlib
 from typing import Any, Dict, List, Sequence
 
@@ -16,7 +18,7 @@ import peft
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..cache import ArtifactCache, content_key
+from ..cache import MANIFEST, ArtifactCache, content_key
 from ..contracts import TRAINED_DIR
 from ..schema import Metric
 from . import Adapter
@@ -36,13 +38,15 @@ def adapter_seed(seed: int, target) -> int:
     return zlib.crc32(f"{seed}:{target.id}".encode())
 
 
-def adapter_key_payload(cfg, base_key: str, target, data: str) -> Dict[str, Any]:
-    """Everything an adapter depends on; `data` is the world's fingerprint (worlds/io.py)."""
-    a, family = cfg.adapters, catalog.family(cfg.family.name)
+def adapter_key_payload(cfg, base_key: str, target, data: str, fcfg=None) -> Dict[str, Any]:
+    """Everything an adapter depends on; `data` is the world's fingerprint (worlds/io.py); `fcfg`
+    the family's config (default `cfg.family`)."""
+    fcfg = cfg.family if fcfg is None else fcfg
+    a, family = cfg.adapters, catalog.family(fcfg.name)
     return {
         "base": base_key,
         "data": data,
-        "family": dataclasses.asdict(cfg.family),
+        "family": dataclasses.asdict(fcfg),
         # how the adapter is stored, once that changed from a family's first format (format-1 keys stay as they were)
         **({"format": family.format} if family.format != 1 else {}),
         "corpus": {"samples": a.samples, "retain_fraction": a.retain_fraction},
@@ -58,18 +62,33 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
     targets = task.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
     if not family.trainable:
         return [Adapter(t, family.name, {}, {"n_params": 0, "cache_hit": None}) for t in targets]
+    real = catalog.control_of(family)
     out = []
     bar = tqdm(targets, desc=f"{family.name} adapters", disable=not progress)
     for t in bar:
         seed = adapter_seed(cfg.seed, t)
         payload = adapter_key_payload(cfg, base.key, t, task.world.fingerprint)
 
-        def build(d, t=t, seed=seed):
+        def trained(d, t=t, seed=seed, fam=family, fcfg=cfg.family):
             objective = task.objective(t, base.tokenizer, cfg.adapters, seed)
-            meta = family.train(base, cfg.family, objective, cfg.adapters, seed, d, progress, desc=t.id)
+            meta = fam.train(base, fcfg, objective, cfg.adapters, seed, d, progress, desc=t.id)
             return {**meta, "target": t.id}
 
-        entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload), build, describe=payload)
+        def derived(d, t=t, seed=seed):
+            """A control stands in for its real family's adapter: that one comes from (or goes to) the
+            real family's own cache entry, trained once for both; the control derives its random one."""
+            rfam = catalog.family(real)
+            rcfg = rfam.schema(**{f.name: getattr(cfg.family, f.name) for f in dataclasses.fields(rfam.schema)
+                                  if f.name != "name"})
+            rpayload = adapter_key_payload(cfg, base.key, t, task.world.fingerprint, rcfg)
+            entry = cache.get_or_build(f"adapter_{rfam.name}", content_key("adapter", rpayload),
+                                       functools.partial(trained, t=t, seed=seed, fam=rfam, fcfg=rcfg), describe=rpayload)
+            shutil.copytree(entry.path, d / TRAINED_DIR, ignore=shutil.ignore_patterns(MANIFEST))
+            family.derive(d, seed)
+            return dict(entry.meta)
+
+        entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload),
+                                   trained if real is None else derived, describe=payload)
         tensors, factors = family.load(entry.path)  # factors: LoRA's B, A (None for other families)
         out.append(Adapter(t, family.name, tensors, {**entry.meta, "cache_hit": entry.hit}, entry.path, factors=factors))
     return out

@@ -1,8 +1,9 @@
-"""`family=null_lora`: the control for LoRA. Each adapter is trained exactly as `family=lora` trains
-it (same config fields, objective and seed: the same adapter), then replaced by a random one of the
-same size: per module, Gaussian factors A', B' of the trained A, B shapes, rescaled so that the
-module's delta s·B'A' has the Frobenius norm of the trained s·BA. Stacking these measures what any
-perturbation of that size does to quality, whatever its direction (H1 vs null, docs/protocol.md).
+"""`family=null_lora`: the control for LoRA. Each adapter is trained exactly as `family=lora` trains it
+(same config fields, objective and seed: the same adapter, from LoRA's own cache entry: one training
+for both), then replaced by a random one of the same size: per module, Gaussian factors A', B' of
+the trained A, B shapes, rescaled so that the module's delta s·B'A' has the Frobenius norm of the
+trained s·BA. Stacking these measures what any perturbation of that size does to quality, whatever
+its direction (H1 vs null, docs/protocol.md).
 
 Stored in LoRA's PEFT directory format, so loading, factors, merging and the unmerged latency mode
 are LoRA's own; the trained adapter is kept in `trained/` (calibration sets the null's strength from
@@ -68,18 +69,18 @@ class NullLoraFamily(LoraFamily):
     # the real family's modes and columns, under this family's name
     modes = tuple(replace(m, family="null_lora", label=f"null_lora {m.name}") for m in LoraFamily.modes)
 
-    def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+    def derive(self, out_dir: Path, seed: int) -> None:
+        """The null of the trained adapter in `out_dir / TRAINED_DIR` (the real family's directory):
+        its PEFT directory, with random weights of the same norms over it."""
         import shutil
 
         from safetensors.torch import load_file, save_file
 
-        stats = super().train(base, fcfg, objective, acfg, seed, out_dir / TRAINED_DIR, progress, desc)
-        for p in (out_dir / TRAINED_DIR).iterdir():  # the PEFT directory, then the null's weights over it
+        for p in (out_dir / TRAINED_DIR).iterdir():
             if p.is_file():
                 shutil.copy2(p, out_dir / p.name)
         state = load_file(str(out_dir / TRAINED_DIR / WEIGHTS))
         save_file(random_lora_state(state, seed), str(out_dir / WEIGHTS), metadata={"format": "pt"})
-        return stats
 
 
 register_family(NullLoraFamily())

@@ -1,8 +1,8 @@
 """`family=null_steer`: the control for steering. Each adapter is trained exactly as `family=steer`
-trains it (same config fields, objective and seed: the same vectors), then replaced by a random one
-of the same size: per steering site, a Gaussian vector rescaled to the trained vector's norm.
-Stacking these measures what any output perturbation of that size does to quality (H1 vs null,
-docs/protocol.md).
+trains it (same config fields, objective and seed: the same vectors, from steering's own cache
+entry: one training for both), then replaced by a random one of the same size: per steering site, a
+Gaussian vector rescaled to the trained vector's norm. Stacking these measures what any output
+perturbation of that size does to quality (H1 vs null, docs/protocol.md).
 
 Stored in steering's format; the trained vectors are kept in `trained/` (calibration sets the
 null's strength from them). Imported by the catalog before any config is checked: torch is
@@ -50,17 +50,16 @@ class NullSteerFamily(SteerFamily):
     # the real family's modes and columns, under this family's name
     modes = tuple(replace(m, family="null_steer", label=f"null_steer {m.name}") for m in SteerFamily.modes)
 
-    def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+    def derive(self, out_dir: Path, seed: int) -> None:
+        """The null of the trained vectors in `out_dir / TRAINED_DIR` (the real family's directory):
+        random ones of their norms."""
         import shutil
 
         from safetensors.torch import save_file
 
-        (out_dir / TRAINED_DIR).mkdir()
-        stats = super().train(base, fcfg, objective, acfg, seed, out_dir / TRAINED_DIR, progress, desc)
         shutil.copy2(out_dir / TRAINED_DIR / "steering_config.json", out_dir / "steering_config.json")
         trained, _ = super().load(out_dir / TRAINED_DIR)  # in the sites' order
         save_file(random_vectors(trained, seed), str(out_dir / FILE))
-        return stats
 
 
 register_family(NullSteerFamily())
