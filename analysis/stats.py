@@ -24,7 +24,8 @@ What each column means comes from the table itself, not from this module: the me
 declares, and the inference modes each family declares, written into the table's metadata
 (`lora_lab.schema.TableSchema`, read by `analysis.report.load`). Task quality is the world's first
 declared primary quality metric that has values in a setting, turned into a loss by its direction;
-H4a and H4b test the world's first declared control and diversity metric, towards worse; H6 tests
+H4a and H4b test the world's primary (else first) declared control and diversity metric, towards
+worse, and each other metric of the role on a line of its own; H6 tests
 every declared inference mode against its expectation.
 
 Verdicts: `supported` when the (adjusted) p < alpha; `not supported` when the CI lies wholly on
@@ -305,20 +306,22 @@ def _absent(df: pd.DataFrame, made: List[Claim], hyp: str, claim: str, metric: s
     return out
 
 
-def _slope_claims(df: pd.DataFrame, hyp: str, metric: str, kind: str, claim: str, what, drop_collapsed: bool) -> List[Claim]:
+def _slope_claims(df: pd.DataFrame, hyp: str, metric: str, kind: str, claim: str, what, drop_collapsed: bool,
+                  tag: str = "") -> List[Claim]:
     """Per (setting, arm, merge): the per-seed slope of `metric` vs k, tested across seeds
-    (without collapsed rows when `drop_collapsed`). `what(setting)` names the metric."""
+    (without collapsed rows when `drop_collapsed`). `what(setting)` names the metric; `tag` ends
+    each claim's id (a second metric of the same hypothesis)."""
     if metric not in df.columns:  # declared, but not in this table: not measured
         df = df.assign(**{metric: NAN})
     used = df[~df.collapsed] if drop_collapsed else df
     s = t_inference(seed_summary(per_seed(curve_slopes(used, GROUP, metric), GROUP), GROUP), kind)
 
     def make(r):
-        return Claim(f"{hyp} ({r.arm}, {r.merge})", claim, f"slope of {what(r.setting)} per added adapter, per-seed mean over orderings",
+        return Claim(f"{hyp} ({r.arm}, {r.merge}){tag}", claim, f"slope of {what(r.setting)} per added adapter, per-seed mean over orderings",
                      test=f"one-sided t-test over seeds (slope {'>' if kind == 'greater' else '<'} 0)", kind=kind, hypothesis=hyp)
 
     made = _claims(s, make)
-    return made + _absent(df, made, hyp, claim, metric, lambda arm, merge: f"{hyp} ({arm}, {merge})")
+    return made + _absent(df, made, hyp, claim, metric, lambda arm, merge: f"{hyp} ({arm}, {merge}){tag}")
 
 
 def _quality_name(quality: Dict[str, Metric], setting: str) -> Tuple[str, str]:
@@ -485,9 +488,12 @@ H4 = (("H4a", "control", "stacked adapters cost controllability"), ("H4b", "dive
 
 
 def h4(df: pd.DataFrame, schema: TableSchema) -> List[Claim]:
-    """Per world, the slope of its control (H4a) and diversity (H4b) metric vs k, tested towards
-    worse: down for a metric where higher is better, up where lower is. The metric is the one the
-    world declares `primary` for the role, else the first it declares."""
+    """Per world, the slope of its control (H4a) and diversity (H4b) metrics vs k, tested towards
+    worse: down for a metric where higher is better, up where lower is. The headline line is the
+    metric the world declares `primary` for the role, else the first it declares; every other
+    metric of the role gets its own line, "H4b (arm, merge) on <column>" (on the synthetic world:
+    the entropy over every (role, axis) pair, which rebalancing adapters raise on their own pairs by
+    design and force adapters, "everything is manga", lower)."""
     t = df[df.space.isin(TRAINED)]
     out: List[Claim] = []
     for hyp, role, claim in H4:
@@ -498,9 +504,12 @@ def h4(df: pd.DataFrame, schema: TableSchema) -> List[Claim]:
                 out += [Claim(f"{hyp} ({arm}, {merge})", claim, "", setting=setting, hypothesis=hyp, note=note)
                         for (setting, arm, merge), _ in rows.groupby(GROUP, sort=True)]
                 continue
-            m = next((x for x in metrics if x.primary), metrics[0])
-            kind = "less" if m.direction == "higher" else "greater"
-            out += _slope_claims(rows, hyp, m.column, kind, claim, lambda _, m=m: m.label, drop_collapsed=True)
+            first = next((x for x in metrics if x.primary), metrics[0])
+            for m in [first, *(x for x in metrics if x is not first)]:
+                # the first (primary) metric is the headline line; each other one its own line, named by its column
+                kind = "less" if m.direction == "higher" else "greater"
+                out += _slope_claims(rows, hyp, m.column, kind, claim, lambda _, m=m: m.label, drop_collapsed=True,
+                                     tag="" if m is first else f" on {m.column}")
     return out
 
 
