@@ -172,6 +172,11 @@ class AdaptersConfig:
         _require(0 < self.calibration_target < 1, f"{p}.calibration_target", "must be in (0, 1)", self.calibration_target)
         _require(self.max_scale > 0, f"{p}.max_scale", "must be > 0", self.max_scale)
 
+    def steps_for(self, family: Any) -> int:
+        """The training steps of one adapter of a family: its own `family.steps` when set (a
+        per-family budget, `+experiments=trained_strength`), else `adapters.steps`."""
+        return getattr(family, "steps", None) or self.steps
+
 
 @dataclass
 class ComposeBase:
@@ -263,9 +268,19 @@ class EvalConfig:
     # own values is marked `collapsed`: its renormalised attribute distributions are not a bias
     # measurement (the model no longer answers with an attribute at all).
     collapse_mass: float = 0.5
+    # The reduction–quality frontier at k = 1 (frontier.parquet, fig_frontier.pdf): the first
+    # `frontier_adapters` adapters, each alone at every multiple `frontier_scales` of its trained
+    # strength (and at its calibrated one), measured for gap reduction and the world's metrics.
+    # 0 turns it off. Each point costs one evaluation of the model; trained families only.
+    frontier_adapters: int = 2
+    frontier_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
 
     def __post_init__(self) -> None:
         _require(0 <= self.collapse_mass <= 1, "eval.collapse_mass", "must be in [0, 1]", self.collapse_mass)
+        _require(self.frontier_adapters >= 0, "eval.frontier_adapters", "must be >= 0 (0: no frontier)",
+                 self.frontier_adapters)
+        _require(len(self.frontier_scales) > 0 and all(s > 0 for s in self.frontier_scales), "eval.frontier_scales",
+                 "must be a non-empty list of multipliers > 0", list(self.frontier_scales))
 
 
 class LogMode(str, Enum):
@@ -306,9 +321,18 @@ class Config:
     cache_dir: Optional[str] = None  # default: $LORA_LAB_CACHE or ~/.cache/lora_lab
     progress: bool = True  # progress bars
     threads: int = 0  # torch intra-op threads; 0: the job's cores ÷ the launcher's parallel jobs (lora_lab/threads.py)
+    # Per-family training budgets, keyed by a real trained family's name: {lora: {lr: ..., steps: ...}}.
+    # The family yamls read `family.lr` and `family.steps` from their entry (`${oc.select:tuned.<name>.lr, default}`),
+    # so one experiment file sets each family's own values in a sweep over `family` (a control
+    # family reads its real family's entry: it trains that family's adapter). Empty: the defaults.
+    tuned: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 0, "threads", "must be >= 0 (0: automatic)", self.threads)
+        for name, values in self.tuned.items():
+            real = [n for n, f in catalog.families().items() if f.trainable and catalog.control_of(f) is None]
+            _require(name in real, "tuned", f"keys are trained real families, valid: {real}", name)
+            _require(set(values) <= set(TUNED_FIELDS), f"tuned.{name}", f"sets only {list(TUNED_FIELDS)}", dict(values))
         world = catalog.world(self.world.name)
         kind = getattr(self.model, "KIND", "causal_lm")
         if kind not in world.models:
@@ -332,6 +356,9 @@ class Config:
         space = catalog.family(self.family.name).space
         return [m for m in self.compose.merge if space in catalog.merge_method(m).spaces]
 
+
+# the family fields a `tuned` entry sets: the training budget
+TUNED_FIELDS = ("lr", "steps")
 
 # words for model kinds, for error messages
 KIND_WORDS = {"causal_lm": "causal language model", "encoder": "sentence encoder"}
@@ -365,7 +392,18 @@ def numbers_config(c: "Config") -> Dict[str, Any]:
             out.update({f"{name}.{k}": v for k, v in value.items()})
         else:
             out[name] = value
-    return out
+    for key in UNSET_LEFT_OUT:
+        if key in out and out[key] is None:
+            del out[key]
+    return {k: v for k, v in out.items() if k not in NOT_ROW_NUMBERS}
+
+
+# Left out of `numbers_config` while null (unset): fields added after configs were first hashed,
+# so a config that does not set them keeps its hash, its cached curves and its setting.
+UNSET_LEFT_OUT = ("family.steps",)
+# Left out of `numbers_config` altogether: they change no results row (the frontier's points carry
+# their own strength and adapter in frontier.parquet).
+NOT_ROW_NUMBERS = ("eval.frontier_adapters", "eval.frontier_scales")
 
 
 def check_schedule(compose, n: int) -> None:

@@ -14,11 +14,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .catalog import control_of
-from .schema import COLLAPSED, PIPELINE_METRICS, Metric, Mode, TableSchema, columns, read_table_schema, write_table
+from .schema import COLLAPSED, IDENTITY, PIPELINE_METRICS, Metric, Mode, TableSchema, columns, read_table_schema, write_table
 
 log = logging.getLogger("lora_lab")
 RESULTS = "results.parquet"
 TARGET_GAPS = "target_gaps.parquet"
+FRONTIER = "frontier.parquet"
+FRONTIER_COLUMNS = ("adapter", "scale", "calibrated", "base_gap", "gap", "reduction")
 
 
 def to_frame(rows: Sequence[Dict[str, Any]], metrics: Sequence[Metric], modes: Sequence[Mode]) -> pd.DataFrame:
@@ -62,13 +64,27 @@ def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -
     return pd.DataFrame(out, columns=[*names, *extra]).astype({c: "float64" for c in extra})
 
 
+def frontier_frame(points: Sequence[Dict[str, Any]], identity: Dict[str, Any], metrics: Sequence[Metric]) -> pd.DataFrame:
+    """The frontier table (`adapters.stage.frontier`): per point the job's identity columns, the
+    adapter, its strength (`scale`, a multiple of its trained strength; `calibrated` marks its
+    calibrated strength), its gap alone and the base's, the reduction, and the world's metric columns
+    that `Task.evaluate` returns (every declared one but `removal_gap`)."""
+    ident = [c for c in IDENTITY if c in identity]
+    cols = [*ident, *FRONTIER_COLUMNS, *(m.column for m in metrics if m.column != "removal_gap")]
+    df = pd.DataFrame([{**identity, **p} for p in points], columns=cols)
+    floats = [c for c in cols[len(ident):] if c not in ("adapter", "calibrated")]
+    return df.astype({"seed": "int64", "calibrated": "bool", **{c: "float64" for c in floats}})
+
+
 def combine(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[TableSchema]]:
     """Concatenate every job's tables under `sweep_dir` into `sweep_dir/results.parquet` (and
-    `target_gaps.parquet`), their declarations merged; returns the results table and its schema."""
+    `target_gaps.parquet`, and `frontier.parquet` where jobs wrote one), their declarations merged; returns the results table and its schema."""
     sweep_dir = Path(sweep_dir)
-    for name in (TARGET_GAPS, RESULTS):
+    for name in (FRONTIER, TARGET_GAPS, RESULTS):
         files = sorted(sweep_dir.glob(f"*/{name}"))
         parts: List[pd.DataFrame] = [pd.read_parquet(p) for p in files]
+        if not parts and name == FRONTIER:
+            continue  # no job drew one (eval.frontier_adapters=0, or no trained family)
         if not parts:
             raise FileNotFoundError(f"no {name} under {sweep_dir}/*/")
         df = pd.concat(parts, ignore_index=True)

@@ -40,8 +40,9 @@ def _group() -> str:
 def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Validate, then world -> base (cached) -> N adapters (cached) -> compositions -> results.
 
-    Writes `base_report.json`, `adapters_report.json`, `results.parquet` and `target_gaps.parquet`
-    (each adapter's own gap in every composition) into the output dir.
+    Writes `base_report.json`, `adapters_report.json`, `results.parquet`, `target_gaps.parquet`
+    (each adapter's own gap in every composition) and, for a trained family with
+    `eval.frontier_adapters` > 0, `frontier.parquet` (adapters alone over a scale sweep) into the output dir.
     """
     c = validate(cfg)  # every value check, before any work
     from . import catalog
@@ -57,12 +58,12 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     # Imported here so a bad config or data file fails in about a second, without loading torch.
     import torch
 
-    from .adapters.stage import build_adapters, measure_single, summarise
+    from .adapters.stage import build_adapters, frontier, measure_single, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
-    from .results import RESULTS, TARGET_GAPS, table_schema, target_gaps_frame, to_frame
+    from .results import FRONTIER, RESULTS, TARGET_GAPS, frontier_frame, table_schema, target_gaps_frame, to_frame
     from .schema import write_table
-    from .stacking import stack
+    from .stacking import run_identity, stack
     from .tracking import tracker
     from .threads import job_threads
 
@@ -92,6 +93,11 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
             summary["n"], summary["family"], summary["n_params_per_adapter"], summary["reduction_mean"],
             summary["reduction_min"],
         )
+
+        points = frontier(adapters, rows, c, base, task, ref)
+        if points:
+            write_table(frontier_frame(points, run_identity(c), spec.metrics), out / FRONTIER,
+                        table_schema(spec.name, spec.metrics, family))
 
         curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
         alone = {r["adapter"]: r["stacked_gap"] for r in rows}

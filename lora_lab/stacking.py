@@ -38,6 +38,16 @@ def config_hash(numbers: Dict[str, Any]) -> str:
     return content_key("config", numbers)
 
 
+def run_identity(c: Config) -> Dict[str, Any]:
+    """The identity columns every row of a job carries (results and frontier tables alike)."""
+    family = catalog.family(c.family.name)
+    numbers = numbers_config(c)
+    chash = config_hash(numbers)
+    return {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
+            "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash,
+            "config": json.dumps(numbers, sort_keys=True)}
+
+
 def _add(acc, ad: Adapter, lowrank: bool) -> None:
     """LoRA factors go in as low-rank terms where the method sums them (one fused product per
     module); everything else as dense deltas."""
@@ -143,12 +153,9 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
 def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: ArtifactCache, on_curve=None,
           progress: bool = True) -> List[Dict[str, Any]]:
     """Every (merge, ordering) curve, each loaded from cache when it was finished before."""
-    family, world = catalog.family(c.family.name), catalog.world(c.world.name)
-    numbers = numbers_config(c)
-    chash = config_hash(numbers)
-    identity = {"run_id": f"{family.name}-s{c.seed}-{chash[:8]}", "world": c.world.name, "model": c.model.name,
-                "family": family.name, "space": family.space, "seed": c.seed, "config_hash": chash,
-                "config": json.dumps(numbers, sort_keys=True)}
+    world = catalog.world(c.world.name)
+    identity = run_identity(c)
+    family, chash = catalog.family(identity["family"]), identity["config_hash"]
     check_schedule(c.compose, len(adapters))
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
     jobs = [(m, o) for m in c.merges() for o in range(len(orders))]

@@ -46,11 +46,13 @@ def adapter_key_payload(cfg, base_key: str, target, data: str, fcfg=None) -> Dic
     return {
         "base": base_key,
         "data": data,
-        "family": dataclasses.asdict(fcfg),
+        # the family's fields but its step count, which is the budget under "train": a family's own
+        # `steps` and the shared `adapters.steps` that train alike key alike (keys from before the field stay)
+        "family": {k: v for k, v in dataclasses.asdict(fcfg).items() if k != "steps"},
         # how the adapter is stored, once that changed from a family's first format (format-1 keys stay as they were)
         **({"format": family.format} if family.format != 1 else {}),
         "corpus": {"samples": a.samples, "retain_fraction": a.retain_fraction},
-        "train": {"steps": a.steps, "batch_size": a.batch_size, "objective": OBJECTIVE},
+        "train": {"steps": a.steps_for(fcfg), "batch_size": a.batch_size, "objective": OBJECTIVE},
         "target": dataclasses.asdict(target),
         "seed": cfg.seed,
         "peft": peft.__version__,
@@ -142,6 +144,34 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
             row.update(task.quality(model, tok, ref))
         rows.append(row)
     return rows
+
+
+def frontier(adapters: List[Adapter], rows: List[Dict[str, Any]], cfg, base, task, ref) -> List[Dict[str, Any]]:
+    """The reduction–quality frontier at k = 1: each of the first `eval.frontier_adapters` adapters
+    alone at every multiple `eval.frontier_scales` of its trained strength, and at its calibrated
+    strength (`calibrated` True; when calibration reached its goal), as `measure_single` applies it:
+    gap reduction from `task.target_gap`, and every metric `task.evaluate` returns with the adapter
+    as the one included target. `rows` are `measure_single`'s (their `cal_scale`). Trained families
+    only (a prompt rewrite has no strength to scale): [] for the others."""
+    family = catalog.family(cfg.family.name)
+    n = cfg.eval.frontier_adapters
+    if not family.trainable or n == 0:
+        return []
+    model, tok = base.model, base.tokenizer
+    all_targets = [a.target for a in adapters]
+    out = []
+    for ad, row in zip(adapters[:n], rows[:n]):
+        t, base_gap = ad.target, row["base_gap"]
+        points = [(float(s), False) for s in cfg.eval.frontier_scales]
+        if row.get("cal_reachable"):
+            points.append((float(row["cal_scale"]), True))
+        for scale, calibrated in points:
+            with family.apply(base.handle, {k: v * scale for k, v in ad.tensors.items()}):
+                gap = task.target_gap(model, tok, t)
+                metrics, _ = task.evaluate(model, tok, ref, [t], all_targets)
+            out.append({"adapter": ad.id, "scale": scale, "calibrated": calibrated, "base_gap": base_gap, "gap": gap,
+                        "reduction": 1 - gap / base_gap if base_gap > 0 else NAN, **metrics})
+    return out
 
 
 def summarise(rows: List[Dict[str, Any]], metrics: Sequence[Metric] = ()) -> Dict[str, Any]:

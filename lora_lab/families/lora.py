@@ -29,12 +29,14 @@ class LoraFamilyConfig:
     alpha: float = 8.0  # scale = alpha / rank
     target_modules: Optional[List[str]] = None  # None: the model handle's default (every attention and MLP projection)
     lr: float = 3e-3
+    steps: Optional[int] = None  # training steps per adapter; None: adapters.steps (the budget every family shares)
 
     def __post_init__(self) -> None:
         p = "family"
         _require(self.rank > 0, f"{p}.rank", "must be > 0", self.rank)
         _require(self.alpha > 0, f"{p}.alpha", "must be > 0", self.alpha)
         _require(self.lr > 0, f"{p}.lr", "must be > 0", self.lr)
+        _require(self.steps is None or self.steps > 0, f"{p}.steps", "must be > 0 or null", self.steps)
         _require(self.target_modules is None or len(self.target_modules) > 0, f"{p}.target_modules",
                  "must be null or non-empty", self.target_modules)
 
@@ -149,7 +151,7 @@ class LoraFamily:
             pm = get_peft_model(model, self.peft_config(base.handle, fcfg))
         try:
             params = [p for p in pm.parameters() if p.requires_grad]
-            res = train(pm, params, objective, steps=acfg.steps, batch_size=acfg.batch_size, lr=fcfg.lr, seed=seed,
+            res = train(pm, params, objective, steps=acfg.steps_for(fcfg), batch_size=acfg.batch_size, lr=fcfg.lr, seed=seed,
                         desc=desc, progress=progress)
             pm.save_pretrained(str(out_dir))
         finally:

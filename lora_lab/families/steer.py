@@ -10,7 +10,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..catalog import register_family
 from ..checks import require as _require
@@ -25,9 +25,11 @@ class SteerFamilyConfig:
 
     name: str = "steer"
     lr: float = 3e-2
+    steps: Optional[int] = None  # training steps per adapter; None: adapters.steps (the budget every family shares)
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "family.lr", "must be > 0", self.lr)
+        _require(self.steps is None or self.steps > 0, "family.steps", "must be > 0 or null", self.steps)
 
 
 @contextmanager
@@ -81,7 +83,7 @@ class SteerFamily:
         total = sum(int(torch.Size(s).numel()) for s in sites.values())
         flat = torch.zeros(total, device=handle.device, requires_grad=True)  # start from "no steering"
         with frozen(handle.module), steering(handle.module, site_views(flat, sites)):
-            res = train(handle.module, [flat], objective, steps=acfg.steps, batch_size=acfg.batch_size, lr=fcfg.lr,
+            res = train(handle.module, [flat], objective, steps=acfg.steps_for(fcfg), batch_size=acfg.batch_size, lr=fcfg.lr,
                         seed=seed, desc=desc, progress=progress)
         vectors = {s: v.detach().float().cpu().contiguous() for s, v in site_views(flat, sites).items()}
         save_file(vectors, str(out_dir / FILE))
