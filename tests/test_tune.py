@@ -93,3 +93,64 @@ def test_frontier_at_scale_one_is_the_adapter_alone(tiny_base):
             assert mine[(row["cal_scale"], True)]["reduction"] == pytest.approx(row["cal_reduction"])
         assert len(mine) == 2 + bool(row["cal_reachable"])
     assert frontier(ads, rows, _cfg("family=lora", "eval.frontier_adapters=0"), base, task, ref) == []
+
+
+def _job(d, family, seed, lr, steps, reduction, loss):
+    """A job directory as a tune sweep writes it: adapters_report.json and frontier.parquet."""
+    import json
+
+    from lora_lab import catalog
+    from lora_lab.results import frontier_frame
+    from lora_lab.schema import TableSchema, write_table
+
+    metrics = catalog.world("synthetic").metrics
+    d.mkdir(parents=True)
+    (d / "adapters_report.json").write_text(json.dumps({"summary": {"family": family, "reduction_mean": reduction}}))
+    config = json.dumps({"family.lr": lr, "adapters.steps": 120, **({"family.steps": steps} if steps != 120 else {})})
+    ident = {"run_id": d.name, "world": "synthetic", "model": "tiny", "family": family, "space": "weight", "seed": seed,
+             "config_hash": d.name, "config": config}
+    points = [{"adapter": f"a{i}", "scale": s, "calibrated": c, "base_gap": 0.5, "gap": 0.1,
+               "reduction": reduction, "quality_nll_delta": loss + (0.0 if s == 1 else 9.0)}
+              for i in range(2) for s, c in ((1.0, False), (2.0, False), (1.0, True))]
+    write_table(frontier_frame(points, ident, metrics), d / "frontier.parquet", TableSchema({"synthetic": list(metrics)}, [], {}))
+
+
+def test_tune_picks_the_least_damaging_budget_that_reaches_the_target(tmp_path, capsys):
+    from analysis import tune
+
+    # (lr, steps): reduction, quality loss. (1e-3, 60) falls short; (3e-3, 60) and (1e-2, 60) reach the
+    # target at the same least loss: the smaller budget wins; (3e-3, 120) reaches it at a larger loss.
+    grid = {(1e-3, 60): (0.70, 0.001), (3e-3, 60): (0.85, 0.02), (1e-2, 60): (0.95, 0.02), (3e-3, 120): (0.9, 0.05)}
+    n = 0
+    for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+        for (lr, steps), (red, loss) in grid.items():
+            _job(tmp_path / "sweep" / str(n), "lora", seed, lr, steps, red + jitter, loss + jitter / 10)
+            # steering reaches the target nowhere
+            _job(tmp_path / "short" / str(n), "steer", seed, lr * 10, steps, red - 0.3, loss)
+            n += 1
+    assert tune.main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert '"lora": {"lr": 0.003, "steps": 60}' in out
+    cfg = validate(compose_cfg([*TINY, "family=lora", *(f"+{k}" if k.startswith("tuned") else k for k in _overrides(
+        tmp_path / "sweep" / "tuned.yaml"))]))
+    assert (cfg.family.lr, cfg.family.steps, cfg.adapters.calibrate) == (0.003, 60, False)
+    table = tune.summarise(tune.jobs(tmp_path / "sweep"))
+    row = table[(table.lr == 3e-3) & (table.steps == 60)].iloc[0]
+    assert row.n == 3 and row.reduction == pytest.approx(0.85) and row.reduction_lo < 0.85 < row.reduction_hi
+    assert row.quality_loss == pytest.approx(0.02)  # scale-1 uncalibrated points only
+    # a family that reaches the target nowhere: one line, exit 1, no tuned.yaml
+    assert tune.main([str(tmp_path / "short")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["analysis.tune: no (lr, steps) reaches a mean gap reduction of 0.8 for steer"]
+    assert not (tmp_path / "short" / "tuned.yaml").exists()
+    assert tune.main([str(tmp_path / "short"), "--target", "0.5"]) == 0
+    assert tune.main([str(tmp_path / "nothing")]) == 1
+
+
+def _overrides(path):
+    """The tuned.yaml's values as command-line overrides."""
+    import yaml
+
+    y = yaml.safe_load(path.read_text())
+    return [f"adapters.calibrate={str(y['adapters']['calibrate']).lower()}",
+            "tuned={" + ",".join(f"{f}:{{lr:{v['lr']},steps:{v['steps']}}}" for f, v in y["tuned"].items()) + "}"]
