@@ -429,3 +429,49 @@ def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFra
     if drawn:
         figs["quality_vs_shift"] = drawn
     return figs
+
+
+def frontier_figure(front: pd.DataFrame, data: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
+    """The reduction–quality frontier at k = 1 (`frontier.parquet`): x the gap reduction of an adapter
+    alone, y the loss in the world's primary quality metric (signed so that up is worse), one curve
+    per arm through its strengths (multiples of the trained one), a cross at the calibrated strength.
+    Per strength: the mean over adapters per seed, then the mean over seeds, with 95% t intervals on
+    both axes; one panel per setting (`data`'s `setting` and `arm` by `config_hash`)."""
+    from scipy import stats
+
+    ids = data.drop_duplicates("config_hash").set_index("config_hash")[["setting", "arm"]]
+    f = front.join(ids, on="config_hash").dropna(subset=["setting", "arm"])
+    if f.empty:
+        return []
+    settings = sorted(f.setting.unique())
+    styles = arm_style(schema, f.arm.unique())
+    with plt.rc_context(STYLE):
+        fig, axes = _facets(len(settings))
+        for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
+            d = f[f.setting == setting]
+            world = world_of(d)
+            quality = primary_quality(schema, world, d)
+            if quality is None:
+                continue
+            m = next(x for x in schema.with_role("quality", world) if x.column == quality)
+            d = d.assign(loss=m.loss_sign * d[quality])
+            for arm in arm_order(schema, d.arm.unique()):
+                st = styles[arm]
+                for calibrated, g in d[d.arm == arm].groupby("calibrated"):
+                    key = ["seed"] if calibrated else ["scale", "seed"]
+                    seeds = g.groupby(key)[["reduction", "loss"]].mean().reset_index()
+                    by = seeds.groupby("scale") if not calibrated else seeds.assign(scale=0.0).groupby("scale")
+                    mean, sd, n = by[["reduction", "loss"]].mean(), by[["reduction", "loss"]].std(), by.seed.count()
+                    half = sd.mul(stats.t.ppf(0.975, (n - 1).clip(lower=1)) / n.pow(0.5), axis=0).fillna(0.0)
+                    ax.errorbar(mean.reduction, mean.loss, xerr=half.reduction, yerr=half.loss, color=st["color"],
+                                linestyle="none" if calibrated else st["linestyle"], marker="x" if calibrated else "o",
+                                markersize=4 if calibrated else 2.5, elinewidth=0.6,
+                                label=f"{st['label']}, calibrated" if calibrated else st["label"])
+            label, _ = metric_label(schema, world, quality)
+            ax.set(xlabel="gap reduction alone", ylabel=f"loss in {label}")
+            _panel_title(ax, setting, "Reduction–quality frontier (k = 1)")
+            if i == 0:
+                _legend_below(ax)
+        for ax in list(axes.flat)[len(settings):]:
+            ax.set_visible(False)
+        return _save(fig, out, "fig_frontier")

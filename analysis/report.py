@@ -62,6 +62,13 @@ def load(sweep_dir: Path) -> Tuple[pd.DataFrame, Optional[pd.DataFrame], TableSc
     return df, gaps, schema
 
 
+def load_frontier(sweep_dir: Path) -> Optional[pd.DataFrame]:
+    """The sweep's frontier table (the combined one, else every job's), None when no job wrote one."""
+    files = [sweep_dir / "frontier.parquet"] if (sweep_dir / "frontier.parquet").exists() else \
+        sorted(sweep_dir.glob("*/frontier.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else None
+
+
 def _fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3g}"
 
@@ -219,6 +226,11 @@ def build(sweep_dir: Path, out: Optional[Path] = None, opt: Optional[Options] = 
     (out / "claims.md").write_text(claims_markdown(a, opt, gaps))
     (out / "claims.tex").write_text(claims_latex(a))
     all_figures(a.data, schema, gaps, out)
+    front = load_frontier(Path(sweep_dir))
+    if front is not None:
+        from .figures import frontier_figure
+
+        frontier_figure(front, a.data, schema, out)
     write_dashboard(a.data, a.claims, schema, out / "dashboard.html", title=Path(sweep_dir).resolve().name)
     return out
 

@@ -154,3 +154,22 @@ def _overrides(path):
     y = yaml.safe_load(path.read_text())
     return [f"adapters.calibrate={str(y['adapters']['calibrate']).lower()}",
             "tuned={" + ",".join(f"{f}:{{lr:{v['lr']},steps:{v['steps']}}}" for f, v in y["tuned"].items()) + "}"]
+
+
+def test_frontier_figure_draws_one_panel_per_setting(tmp_path):
+    import pandas as pd
+
+    from analysis.figures import frontier_figure
+    from analysis.report import load_frontier
+    from lora_lab import catalog
+    from lora_lab.schema import TableSchema
+
+    for n, seed in enumerate((0, 1, 0, 1)):
+        _job(tmp_path / str(n), "lora", seed, 3e-3, 120, 0.8 + n / 100, 0.01 * n)
+    front = load_frontier(tmp_path)
+    data = pd.DataFrame({"config_hash": [str(n) for n in range(4)], "world": "synthetic", "arm": "lora",
+                         "setting": ["adapters.calibrate=true"] * 2 + ["adapters.calibrate=false"] * 2})
+    schema = TableSchema({"synthetic": list(catalog.world("synthetic").metrics)}, [], {"lora": {"label": "LoRA", "color": "#0072B2", "space": "weight"}})
+    paths = frontier_figure(front, data, schema, tmp_path / "report")
+    assert [p.name for p in paths] == ["fig_frontier.pdf", "fig_frontier.png"] and paths[0].stat().st_size > 0
+    assert load_frontier(tmp_path / "empty") is None
