@@ -222,7 +222,7 @@ def build(sweep_dir: Path, out: Optional[Path] = None, opt: Optional[Options] = 
     df, gaps, schema = load(sweep_dir)
     out = Path(out) if out else Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    a = analyse(df, schema, opt)
+    a = analyse(df, schema, opt, gaps)
     (out / "claims.md").write_text(claims_markdown(a, opt, gaps))
     (out / "claims.tex").write_text(claims_latex(a))
     all_figures(a.data, schema, gaps, out)

@@ -11,7 +11,7 @@ measured point some noise (`point_sd`). Each hypothesis's quantity is planted wi
 |---|---|
 | H1 | quality loss slope per adapter of each trained family: `effect` (lora) and `effect` + `h2` (steer) |
 | H2 | steer slope minus lora slope: `h2` |
-| H3 | share of the removed reduction that resurfaces: `effect` |
+| H3 | leave-one-out, `simulate_gaps(df, effect)`: own target's return share minus the others': `effect` |
 | H4a, H4b | slopes of explicit accuracy and diversity: `-effect` |
 | H5a | the pre-processor's target gap: `gap_goal - effect` |
 | H5b | trained family's mean quality loss over k >= 1 minus the pre-processor's (0) |
@@ -144,8 +144,7 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
             diversity = 1.0 + _cumulative(rng, (t, s, n), orders, -effect, seed_sd, adapter_sd, point_sd, ks)
             gap = np.broadcast_to(np.where(np.asarray(ks) == 0, 0.5, 0.1), shape) + rng.normal(0, 0.01, shape)
             base = np.broadcast_to(gap[..., :1], shape)
-            share = effect + rng.normal(0, seed_sd, (t, s, 1, 1)) + rng.normal(0, point_sd, (t, s, o, 1))
-            removal = gap + share * (base - gap)
+            removal = base.copy()  # the whole composition removed: the base, exactly (H3 is leave-one-out)
         real = SCHEMA.families[fam].get("control_of") or fam  # a null is timed as its real family is
         lat = _latency(rng, real, (t, s, o, K), ks, effect, seed_sd, point_sd, opt)
         cols = {
@@ -170,6 +169,40 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
             for h in uniq}
     df["config"] = key.map(conf)
     return df
+
+
+def simulate_gaps(df: pd.DataFrame, effect: float = 0.0, seed_sd: float = 1.0, point_sd: float = 0.3,
+                  orderings: int = 1, rng_seed: int = 0) -> pd.DataFrame:
+    """The leave-one-out rows of a simulated results table's target-gaps table (target_gaps.parquet):
+    every included adapter of the trained families' rows on the first `orderings` orderings at
+    k >= 2, where a sweep measures them (its other rows carry NaN there and are left out). Each
+    target has a base gap near 0.5 and a stacked gap near 0.1; leaving adapter i out brings back a
+    share `others` of the other targets' reduction and `others` + d of its own, with d = `effect` +
+    a per-seed draw (`seed_sd`) + noise per (k, i) (`point_sd`): H3's statistic, own share minus
+    others', has the true value `effect`."""
+    rng = np.random.default_rng([rng_seed, 3])
+    cols = ["config_hash", "family", "merge", "ordering", "k", "seed", "adapter", "base_gap", "gap", "loo_gap", "loo_others"]
+    rows = df[df.space.isin(("weight", "output")) & (df.k >= 2) & (df.ordering < orderings)]
+    rows = rows.drop_duplicates(["config_hash", "merge", "ordering", "k"])
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    ks = rows.k.to_numpy()
+    pos = np.concatenate([np.arange(k) for k in ks])  # the included adapters of each row: positions 0..k-1
+    at = np.repeat(np.arange(len(rows)), ks)
+    g = rows.iloc[at][["config_hash", "family", "merge", "ordering", "k", "seed"]].reset_index(drop=True)
+    g["adapter"] = "a" + pos.astype(str)
+    g["base_gap"] = 0.5 + rng.normal(0, 0.01, len(g))
+    g["gap"] = 0.1 + rng.normal(0, 0.01, len(g))
+    seed_draw = g.config_hash.map(dict(zip(rows.config_hash.unique(), rng.normal(0, seed_sd, rows.config_hash.nunique()))))
+    others = 0.2 + rng.normal(0, point_sd, len(g))
+    own = others + effect + seed_draw.to_numpy() + rng.normal(0, point_sd, len(g))
+    key = [g.config_hash, g["merge"], g.ordering, g.k]
+    n = g.k.to_numpy(float)
+    rest_gap = (g.groupby(key).gap.transform("sum") - g.gap) / (n - 1)
+    rest_base = (g.groupby(key).base_gap.transform("sum") - g.base_gap) / (n - 1)
+    g["loo_gap"] = g.gap + own * (g.base_gap - g.gap)
+    g["loo_others"] = rest_gap + others * (rest_base - rest_gap)
+    return g[cols]
 
 
 def _latency(rng, fam, shape, ks, effect, seed_sd, point_sd, opt) -> Dict[str, np.ndarray]:
@@ -204,7 +237,7 @@ def truth(effect: float, h2: float, n: int, opt: Options, null_effect: float = 0
         "H1 vs null (lora vs null_lora, sum)": effect - null_effect,
         "H1 vs null (steer vs null_steer, sum)": effect + h2 - null_effect,
         "H1 (lora, sum)": effect, "H1 (steer, sum)": effect + h2, "H2 (steer vs lora, sum)": h2,
-        "H3 (lora, sum)": effect, "H3 (steer, sum)": effect,
+        "H3 leave-one-out (lora, sum)": effect, "H3 leave-one-out (steer, sum)": effect,
         "H4a (lora, sum)": -effect, "H4a (steer, sum)": -effect, "H4b (lora, sum)": -effect, "H4b (steer, sum)": -effect,
         "H5a (prompt)": opt.gap_goal - 0.01 * effect,
         "H5b (prompt vs lora, sum)": effect * mean_k, "H5b (prompt vs steer, sum)": (effect + h2) * mean_k,
@@ -234,10 +267,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     opt = Options(correction="none")  # per-claim rates; a report then corrects across its claims (Holm)
     n = 4
-    null = calibration(analyse(simulate(args.tables, args.seeds, args.orderings, n, 0.0, 0.0, opt=opt, nulls=args.nulls),
-                               SCHEMA, opt), truth(0, 0, n, opt))
-    planted = analyse(simulate(args.tables, args.seeds, args.orderings, n, args.effect, args.effect, opt=opt, rng_seed=1,
-                               nulls=args.nulls), SCHEMA, opt)
+    null_df = simulate(args.tables, args.seeds, args.orderings, n, 0.0, 0.0, opt=opt, nulls=args.nulls)
+    null = calibration(analyse(null_df, SCHEMA, opt, simulate_gaps(null_df)), truth(0, 0, n, opt))
+    planted_df = simulate(args.tables, args.seeds, args.orderings, n, args.effect, args.effect, opt=opt, rng_seed=1,
+                          nulls=args.nulls)
+    planted = analyse(planted_df, SCHEMA, opt, simulate_gaps(planted_df, args.effect, rng_seed=1))
     power = calibration(planted, truth(args.effect, args.effect, n, opt))
     out = pd.DataFrame({"false_supported": null.supported, "coverage": null.coverage, "ci_level": null.level,
                         f"power_at_{args.effect:g}_sd": power.supported})

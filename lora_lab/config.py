@@ -274,6 +274,12 @@ class EvalConfig:
     # 0 turns it off. Each point costs one evaluation of the model; trained families only.
     frontier_adapters: int = 2
     frontier_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # Leave-one-out (H3): on the first this many orderings of each merge method, at every k >= 2 of
+    # the schedule, each included adapter of a trained weight- or output-space family is left out of
+    # the k-stack (the other k - 1 composed by the same method at the k-stack's parameters) and every
+    # included target's gap is measured (target_gaps.parquet: loo_gap, loo_others). Costs k gap-only
+    # probes per k. 0: off.
+    leave_one_out_orderings: int = 1
 
     def __post_init__(self) -> None:
         _require(0 <= self.collapse_mass <= 1, "eval.collapse_mass", "must be in [0, 1]", self.collapse_mass)
@@ -281,6 +287,8 @@ class EvalConfig:
                  self.frontier_adapters)
         _require(len(self.frontier_scales) > 0 and all(s > 0 for s in self.frontier_scales), "eval.frontier_scales",
                  "must be a non-empty list of multipliers > 0", list(self.frontier_scales))
+        _require(self.leave_one_out_orderings >= 0, "eval.leave_one_out_orderings", "must be >= 0 (0: off)",
+                 self.leave_one_out_orderings)
 
 
 class LogMode(str, Enum):

@@ -68,11 +68,18 @@ class ModelHandle(Protocol):
 class Accumulator(Protocol):
     """A merge method's running state. `add` one adapter's delta, `result` the merge of all added so
     far; the cost of one step must not grow with k. A method declared `lowrank` also takes LoRA
-    factors: `add_lowrank(factors, ident)` with factors {name: (left, right)}, delta = left @ right."""
+    factors: `add_lowrank(factors, ident)` with factors {name: (left, right)}, delta = left @ right.
+
+    `without(delta, ident)` is the leave-one-out composition of the stack as it is (k added): the
+    merge of the other k - 1 deltas at the k-stack's own parameters (λ_k, not λ_{k-1}; the mean's
+    1/k), given the dense `delta` that was added as `ident`. It leaves the state unchanged, and its
+    cost must not grow with k either. For task arithmetic it is the stack minus λ_k·delta."""
 
     def add(self, delta: Delta, ident: str) -> None: ...
 
     def result(self) -> Delta: ...
+
+    def without(self, delta: Delta, ident: str) -> Delta: ...
 
 
 @runtime_checkable
@@ -159,6 +166,10 @@ class Task(Protocol):
 
     def target_gap(self, model: Any, tok: Any, target: Any, rewrite: Optional[Mapping] = None) -> float:
         """One target's gap; 0 = reached."""
+
+    def target_gaps(self, model: Any, tok: Any, targets: Sequence[Any]) -> Dict[str, float]:
+        """{target id: its gap} for the model as it is now, from the probes the gaps need and no
+        other measurement (the leave-one-out evaluations call it k times per k)."""
 
     def quality(self, model: Any, tok: Any, ref: Any) -> Dict[str, float]:
         """Quality numbers of one adapter alone (adapters_report.json)."""

@@ -45,14 +45,16 @@ def table_schema(world: str, metrics: Sequence[Metric], family) -> TableSchema:
     return TableSchema({world: [*metrics, *PIPELINE_METRICS]}, list(family.modes), {family.name: family_declaration(family)})
 
 
-def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -> pd.DataFrame:
-    """Long table: one row per (composition, included adapter) with the adapter's own gap there
-    and alone (k = 1, at the strength it is stacked with). A task's per-target value is a gap, or
-    a dict with "gap" and extra float fields (SEAT: the effect size, p-value, noise floor), which
-    become columns after `alone_gap` (NaN where a value has no such field)."""
+def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float], base: Dict[str, float]) -> pd.DataFrame:
+    """Long table: one row per (composition, included adapter) with the target's gap on the base
+    model (`base_gap`), the adapter's own gap there and alone (k = 1, at the strength it is stacked
+    with). A task's per-target value is a gap, or a dict with "gap" and extra float fields (SEAT:
+    the effect size, p-value, noise floor; leave-one-out: `loo_gap`, `loo_others`), which become
+    columns after `alone_gap` (NaN where a value has no such field)."""
     from .stacking import TARGET_GAPS
 
-    names = ["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter", "position", "gap", "alone_gap"]
+    names = ["run_id", "family", "merge", "ordering", "k", "seed", "config_hash", "adapter", "position", "base_gap", "gap",
+             "alone_gap"]
     out, extra = [], {}
     for r in rows:
         for i, (a, g) in enumerate(r[TARGET_GAPS].items()):
@@ -60,7 +62,7 @@ def target_gaps_frame(rows: Sequence[Dict[str, Any]], alone: Dict[str, float]) -
             extra.update(dict.fromkeys(k for k in fields if k != "gap"))
             out.append({"run_id": r["run_id"], "family": r["family"], "merge": r["merge"], "ordering": r["ordering"],
                         "k": r["k"], "seed": r["seed"], "config_hash": r["config_hash"], "adapter": a, "position": i + 1,
-                        "alone_gap": alone[a], **fields})
+                        "base_gap": base[a], "alone_gap": alone[a], **fields})
     return pd.DataFrame(out, columns=[*names, *extra]).astype({c: "float64" for c in extra})
 
 

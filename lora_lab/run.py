@@ -101,8 +101,9 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
         curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
         alone = {r["adapter"]: r["stacked_gap"] for r in rows}
+        base_gaps = {r["adapter"]: r["base_gap"] for r in rows}
         schema = table_schema(spec.name, spec.metrics, family)
-        write_table(target_gaps_frame(curves, alone), out / TARGET_GAPS, schema)
+        write_table(target_gaps_frame(curves, alone, base_gaps), out / TARGET_GAPS, schema)
         df = to_frame(curves, spec.metrics, family.modes)
         write_table(df, out / RESULTS, schema)
         track.log_table(df)

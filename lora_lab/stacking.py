@@ -67,6 +67,24 @@ def checked(metrics: Dict[str, float], declared: Sequence[str], world: str) -> D
     return metrics
 
 
+def leave_one_out(family, handle, task, model, tok, acc, stacked: Sequence[Adapter],
+                  gaps: Dict[str, Any]) -> Dict[str, Any]:
+    """`gaps` (each stacked adapter's own gap in the k-stack) with, per adapter i, `loo_gap`: target
+    i's gap once i is left out of the stack (the other k - 1 composed by `acc.without`, the same
+    method at the k-stack's parameters), and `loo_others`: the mean gap of the other stacked targets
+    there. Each composition is applied and removed as the stack is: the base comes back exactly."""
+    targets = [ad.target for ad in stacked]
+    out = {}
+    for ad in stacked:
+        with family.apply(handle, acc.without(ad.scaled(), ad.id)):
+            g = task.target_gaps(model, tok, targets)
+        own = gaps[ad.id]
+        fields = dict(own) if isinstance(own, dict) else {"gap": own}
+        others = [g[t.id] for t in targets if t.id != ad.id]
+        out[ad.id] = {**fields, "loo_gap": g[ad.id], "loo_others": float(np.mean(others))}
+    return out
+
+
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
           ref, identity: Dict[str, Any], progress: bool = False,
           base_states: Optional[Callable[[], Any]] = None) -> List[Dict[str, Any]]:
@@ -83,6 +101,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     declared = [m.column for m in world.metrics]
     lat = c.latency
     timed = lat.enabled and identity["ordering"] < lat.orderings  # see LatencyConfig.orderings
+    loo = identity["ordering"] < c.eval.leave_one_out_orderings and family.space != "input"  # see EvalConfig
     inputs = fixed_batch(task.latency_inputs(), lat.batch_size)
     deployed, others = family.modes[0], family.modes[1:]
     nan = float("nan")
@@ -124,6 +143,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
                 moved = shift()
                 ms, count = latency(), per_token()
+            if loo and k >= 2:
+                gaps = leave_one_out(family, handle, task, model, tok, acc, [adapters[i] for i in order[:k]], gaps)
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
         metrics = checked(metrics, declared, world.name)
@@ -176,7 +197,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
 
         # the base's key: a model loaded by path is keyed by its weights, which the config does not name
         key = content_key("curve", {"config": chash, "base": base.key, "data": task.world.fingerprint, "merge": merge,
-                                    "ordering": o, "rows": 6, "columns": [m.column for m in world.metrics]})
+                                    "ordering": o, "rows": 7, "columns": [m.column for m in world.metrics]})
         entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
         rows += part

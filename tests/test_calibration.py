@@ -9,7 +9,7 @@ that ignores the seed structure fails the same check, so the check can fail."""
 
 import pytest
 
-from analysis.simulate import SCHEMA, calibration, simulate, truth
+from analysis.simulate import SCHEMA, calibration, simulate, simulate_gaps, truth
 from analysis.stats import Options, analyse, curve_slopes, seed_summary, t_inference
 
 OPT = Options(correction="none")
@@ -24,7 +24,7 @@ def null_tables():
 
 @pytest.fixture(scope="module")
 def null(null_tables):
-    return calibration(analyse(null_tables, SCHEMA, OPT), truth(0.0, 0.0, N, OPT))
+    return calibration(analyse(null_tables, SCHEMA, OPT, simulate_gaps(null_tables)), truth(0.0, 0.0, N, OPT))
 
 
 def test_false_supported_rate_at_most_6_percent(null):
@@ -44,8 +44,8 @@ def test_cis_cover_the_true_value(null):
 
 
 def test_power_at_one_seed_sd():
-    planted = calibration(analyse(simulate(2000, seeds=5, orderings=3, n=N, effect=1.0, h2=1.0, opt=OPT, rng_seed=1), SCHEMA, OPT),
-                          truth(1.0, 1.0, N, OPT))
+    d = simulate(2000, seeds=5, orderings=3, n=N, effect=1.0, h2=1.0, opt=OPT, rng_seed=1)
+    planted = calibration(analyse(d, SCHEMA, OPT, simulate_gaps(d, effect=1.0, rng_seed=1)), truth(1.0, 1.0, N, OPT))
     print("\npower ('supported' rate) with an effect of one seed-SD, 5 seeds, 2000 tables:")
     print(planted[["supported", "coverage"]].to_string(float_format=lambda x: f"{x:.4f}"))
     # a one-sided t-test at n = 5 and d = 1 has power 0.58; ordering and adapter noise take a little

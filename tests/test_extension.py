@@ -54,6 +54,9 @@ class ClipAccumulator:
     def result(self):
         return {k: v.clamp(-self.p.clip, self.p.clip) for k, v in self.total.items()}
 
+    def without(self, delta, ident):
+        return {k: (v - delta[k]).clamp(-self.p.clip, self.p.clip) for k, v in self.total.items()}
+
 
 TOY_MERGE = MergeMethodSpec("toy_clip", ("weight", "output"), clip_merge, ClipAccumulator, (CLIP,),
                             help="the sum, clipped entry-wise")
@@ -167,6 +170,9 @@ class ToyTask:
 
     def target_gap(self, model, tok, target, rewrite=None):
         return self._gap(self.probs(model, tok), [target])[target.id]
+
+    def target_gaps(self, model, tok, targets):
+        return self._gap(self.probs(model, tok), targets)
 
     def quality(self, model, tok, ref):
         return {"toy_nll_delta": text_nll(model, tok, self.world.text) - ref["nll"]}

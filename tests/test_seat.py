@@ -359,11 +359,12 @@ def test_benchmark_bad_arguments_are_one_line_before_any_work(tmp_path, capsys, 
 
 def test_target_gaps_frame_expands_extra_fields_only_when_present():
     base = {"run_id": "r", "family": "lora", "merge": "sum", "ordering": 0, "k": 1, "seed": 0, "config_hash": "h"}
-    plain = target_gaps_frame([{**base, TARGET_GAPS: {"a": 0.5}}], {"a": 0.4})
+    plain = target_gaps_frame([{**base, TARGET_GAPS: {"a": 0.5}}], {"a": 0.4}, {"a": 0.6})
     assert list(plain.columns)[-2:] == ["gap", "alone_gap"] and plain.gap.tolist() == [0.5]
+    assert plain.base_gap.tolist() == [0.6]  # the target's gap on the base
     seat = target_gaps_frame([{**base, TARGET_GAPS: {"a": {"gap": 0.2, "effect_size": -0.7, "p_value": 0.01}}},
                               {**base, "k": 2, TARGET_GAPS: {"a": 0.1, "b": {"gap": 0.0, "p_value": 0.5}}}],
-                             {"a": 0.4, "b": 0.3})
+                             {"a": 0.4, "b": 0.3}, {"a": 0.6, "b": 0.5})
     assert list(seat.columns)[-4:] == ["gap", "alone_gap", "effect_size", "p_value"]
     assert seat.gap.tolist() == [0.2, 0.1, 0.0] and seat.effect_size.tolist()[0] == -0.7
     assert seat.p_value.tolist()[1] != seat.p_value.tolist()[1] and seat.p_value.dtype == "float64"

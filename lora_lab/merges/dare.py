@@ -40,6 +40,10 @@ class Accumulator:
     def result(self) -> Delta:
         return self.inner.result()
 
+    def without(self, delta: Delta, ident: str) -> Delta:
+        """The stack minus λ_k times `delta`'s own sparsified copy (the mask it was added with)."""
+        return self.inner.without(_sparsify(delta, ident, self.p), ident)
+
 
 register_merge(MergeMethodSpec("dare", ("weight",), merge, Accumulator, (sum_.LAM, DROP),
                                help="drop and rescale each delta's entries, then task arithmetic"))

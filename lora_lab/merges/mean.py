@@ -31,6 +31,10 @@ class Accumulator:
     def result(self) -> Delta:
         return {k: v / self.inner.k for k, v in self.inner.result().items()}
 
+    def without(self, delta: Delta, ident: str) -> Delta:
+        """(1/k) Σ over the others: the stack's own scale, 1/k of all k added."""
+        return {k: v / self.inner.k for k, v in self.inner.without(delta, ident).items()}
+
 
 register_merge(MergeMethodSpec("mean", ("weight", "output"), merge, Accumulator, (), lowrank=True,
                                help="the mean of the deltas"))

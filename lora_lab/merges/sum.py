@@ -109,6 +109,11 @@ class Accumulator:
         lam = lam_at(self.p.lam, self.k)
         return {k: lam * v for k, v in self.total.items()}
 
+    def without(self, delta: Delta, ident: str) -> Delta:
+        """The stack minus λ_k·`delta`: every other delta added, at the λ of all k."""
+        lam = lam_at(self.p.lam, self.k)
+        return {k: v - lam * delta[k] for k, v in self.result().items()}
+
 
 register_merge(MergeMethodSpec("sum", ("weight", "output", "input"), merge, Accumulator, (LAM,), lowrank=True,
                                help="task arithmetic: λ (or λ_k) times the sum"))

@@ -44,6 +44,10 @@ class Accumulator:
     def result(self) -> Delta:
         return {k: truncate(v, self.p.rank, k) for k, v in self.inner.result().items()}
 
+    def without(self, delta: Delta, ident: str) -> Delta:
+        """The others' sum at λ_k, truncated as the stack is."""
+        return {k: truncate(v, self.p.rank, k) for k, v in self.inner.without(delta, ident).items()}
+
 
 register_merge(MergeMethodSpec("svd", ("weight",), merge, Accumulator, (sum_.LAM, RANK),
                                help="task arithmetic, each tensor truncated to its top singular directions"))

@@ -70,19 +70,31 @@ class Accumulator:
         self.k += 1
 
     def result(self) -> Delta:
-        import torch
-
-        out = {}
         if not self.k:
-            return out
+            return {}
         lam = lam_at(self.p.lam, self.k)
+        return {k: _disjoint_mean(self.pos[k], self.neg[k], self.npos[k], self.nneg[k], lam) for k in self.pos}
+
+    def without(self, delta: Delta, ident: str) -> Delta:
+        """TIES of the other deltas (signs elected among them alone) at λ_k, the λ of all k added;
+        the running sums stay as they are."""
+        lam = lam_at(self.p.lam, self.k)
+        out = {}
         for k in self.pos:
-            elected = torch.sign(self.pos[k] + self.neg[k])
-            pos_mean = self.pos[k] / self.npos[k].clamp(min=1)
-            neg_mean = self.neg[k] / self.nneg[k].clamp(min=1)
-            merged = torch.where(elected > 0, pos_mean, torch.where(elected < 0, neg_mean, torch.zeros_like(pos_mean)))
-            out[k] = lam * merged
+            t = trim(delta[k], self.p.density)
+            out[k] = _disjoint_mean(self.pos[k] - t.clamp(min=0), self.neg[k] - t.clamp(max=0),
+                                    self.npos[k] - (t > 0).to(t.dtype), self.nneg[k] - (t < 0).to(t.dtype), lam)
         return out
+
+
+def _disjoint_mean(pos, neg, npos, nneg, lam: float):
+    """λ times, per entry, the mean of the trimmed values whose sign the sum elects (0 where it is 0)."""
+    import torch
+
+    elected = torch.sign(pos + neg)
+    pos_mean = pos / npos.clamp(min=1)
+    neg_mean = neg / nneg.clamp(min=1)
+    return lam * torch.where(elected > 0, pos_mean, torch.where(elected < 0, neg_mean, torch.zeros_like(pos_mean)))
 
 
 register_merge(MergeMethodSpec("ties", ("weight",), merge, Accumulator, (LAM, DENSITY),

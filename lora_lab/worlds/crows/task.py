@@ -94,6 +94,10 @@ class CrowsTask:
     def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
         return pref_gap(pair_diffs(model, tok, self.world.eval[target.name], self.score))
 
+    def target_gaps(self, model, tok, targets: Sequence[NamedTarget]) -> Dict[str, float]:
+        """Each bias type's gap on its held-out pairs, as `evaluate` measures it (no likelihood of text)."""
+        return self._gap(self.diffs(model, tok), targets)
+
     def quality(self, model, tok, ref: CrowsReference) -> Dict[str, float]:
         return {"quality_ppl_ratio": float(np.exp(text_nll(model, tok, self.world.heldout) - ref.nll))}
 

@@ -144,6 +144,11 @@ class SeatTask:
     def target_gap(self, model, tok, target: NamedTarget, rewrite=None) -> float:
         return self.stats(model, tok, [target.name])[target.name].gap
 
+    def target_gaps(self, model, tok, targets: Sequence[NamedTarget]) -> Dict[str, float]:
+        """Each test's gap beyond its noise floor, from the embeddings of these tests' sentences only."""
+        st = self.stats(model, tok, [t.name for t in targets])
+        return {t.id: st[t.name].gap for t in targets}
+
     def quality(self, model, tok, ref: SeatReference) -> Dict[str, float]:
         return {"seat_similarity_spearman": float(spearmanr(ref.sims, self._sims(model, tok)).statistic)}
 

@@ -56,6 +56,10 @@ class SyntheticTask:
     def target_gap(self, model, tok, target: BiasTarget, rewrite: Optional[Mapping] = None) -> float:
         return target_gap(model, tok, self.world, target, rewrite)
 
+    def target_gaps(self, model, tok, targets: Sequence[BiasTarget]) -> Dict[str, float]:
+        """Each target's gap from the neutral attribute probes alone, as `evaluate` measures it."""
+        return M.per_target_gaps(attribute_distributions(model, tok, self.world), targets)
+
     def quality(self, model, tok, ref: M.Reference) -> Dict[str, float]:
         return {"quality_fact_acc": fact_accuracy(model, tok, self.world)}
 
