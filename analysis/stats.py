@@ -516,12 +516,13 @@ def h3(df: pd.DataFrame, gaps: Optional[pd.DataFrame]) -> List[Claim]:
 
     made = _claims(s, make)
     got = {(c.setting, c.id) for c in made}
+    first = df[df.space.isin(TRAINED) & df.collapsed & (df.k >= 1)].groupby(GROUP).k.min()
     for (setting, arm, merge), g in t.groupby(GROUP, sort=True):
         cid = f"H3 leave-one-out ({arm}, {merge})"
         if (setting, cid) in got:
             continue
         if g.collapsed.all():
-            note = f"collapsed from k = {int(g[g.collapsed].k.min())}: no k >= 2 left to leave an adapter out of"
+            note = f"collapsed from k = {int(first[(setting, arm, merge)])}: no k >= 2 left to leave an adapter out of"
         else:
             note = "no leave-one-out measurement with a reduction to return at a non-collapsed k >= 2 (loo_gap, loo_others)"
         made.append(Claim(cid, H3_CLAIM, "", setting=setting, hypothesis="H3", note=note))

@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from analysis import figures, stats
 from analysis.report import ReportError, build, claims_markdown, load, main
-from analysis.simulate import SCHEMA, simulate
+from analysis.simulate import SCHEMA, simulate, simulate_gaps
 from conftest import ROOT
 from lora_lab.schema import Metric, TableSchema, write_table
 
@@ -183,11 +183,62 @@ def test_zero_spread_is_inconclusive_with_a_note_never_p_zero(slope):
     assert "zero spread" in c.note and c.value == pytest.approx(slope)
 
 
-def test_h3_with_exact_restoration_is_labelled_an_invariant():
+def loo_table(df, own, others, sd=0.1, seed=0):
+    """The leave-one-out rows of `df`'s target gaps (`simulate_gaps`' layout), with the share of
+    each left-out target's reduction that comes back set to `own` and the other targets' to
+    `others`, each plus a per-seed draw of SD `sd` (so that seeds differ)."""
+    g = simulate_gaps(df, rng_seed=seed)
+    rng = np.random.default_rng(seed)
+    draw = {h: rng.normal(0, sd, 2) for h in g.config_hash.unique()}
+    o = own + g.config_hash.map(lambda h: draw[h][0])
+    r = others + g.config_hash.map(lambda h: draw[h][1])
+    key = [g.config_hash, g["merge"], g.ordering, g.k]
+    rest_gap = (g.groupby(key).gap.transform("sum") - g.gap) / (g.k - 1)
+    rest_base = (g.groupby(key).base_gap.transform("sum") - g.base_gap) / (g.k - 1)
+    return g.assign(loo_gap=g.gap + o * (g.base_gap - g.gap), loo_others=rest_gap + r * (rest_base - rest_gap))
+
+
+@pytest.mark.parametrize("own, others, supported", [(1.0, 0.0, True),  # i's bias returns, the others hold
+                                                    (0.0, 0.0, False),  # leaving one out changes nothing
+                                                    (1.0, 1.0, False),  # every target's bias returns alike
+                                                    (0.0, 0.5, False)])  # the others move, its own does not
+def test_h3_leave_one_out_follows_the_planted_return_shares(own, others, supported):
     df = table(effect=1.0)
-    df["removal_gap"] = df.bias_base_gap  # the base is restored exactly: the bias returns in full
-    c = claim(stats.analyse(df, SCHEMA).claims, "H3 (lora, sum)")
-    assert c.verdict == "inconclusive" and "invariant" in c.note and c.value == pytest.approx(1.0)
+    c = claim(stats.analyse(df, SCHEMA, gaps=loo_table(df, own, others)).claims, "H3 leave-one-out (lora, sum)")
+    assert c.n == 5 and c.hypothesis == "H3"
+    assert c.value == pytest.approx(own - others, abs=0.15)
+    assert (c.verdict == "supported") == supported, c
+    if own - others < 0:
+        assert c.verdict == "not supported"
+    assert "own share" in c.note and "others' share" in c.note
+
+
+def test_h3_leave_one_out_shares_by_hand():
+    """The statistic against a loop: per (curve, k, i), own share minus the others' share on their
+    mean gaps; mean per curve, then per seed."""
+    df = table(effect=1.0)
+    g = loo_table(df, 0.8, 0.3, sd=0.3)
+    by_seed = []
+    for seed in sorted(g.seed.unique()):
+        curve = g[(g.family == "lora") & (g.seed == seed) & (g.ordering == 0)]
+        values = []
+        for _, at in curve.groupby("k"):
+            for _, r in at.iterrows():
+                rest = at[at.adapter != r.adapter]
+                own = (r.loo_gap - r.gap) / (r.base_gap - r.gap)
+                oth = (r.loo_others - rest.gap.mean()) / (rest.base_gap.mean() - rest.gap.mean())
+                values.append(own - oth)
+        by_seed.append(np.mean(values))
+    c = claim(stats.analyse(df, SCHEMA, gaps=g).claims, "H3 leave-one-out (lora, sum)")
+    assert c.value == pytest.approx(np.mean(by_seed), rel=1e-9)
+    assert c.p == pytest.approx(sps.ttest_1samp(by_seed, 0, alternative="greater").pvalue, rel=1e-6)
+
+
+def test_h3_without_leave_one_out_measurements_is_not_testable():
+    df = table(effect=1.0)
+    for gaps in (None, simulate_gaps(df).drop(columns=["loo_gap", "loo_others"])):
+        c = claim(stats.analyse(df, SCHEMA, gaps=gaps).claims, "H3")
+        assert c.verdict == "not testable" and "leave-one-out" in c.note
 
 
 def test_one_seed_is_inconclusive_and_nan_never_supports():
@@ -621,10 +672,10 @@ def test_dashboard_in_headless_chromium(tmp_path):
 def test_claims_on_collapsed_rows_say_why_they_are_missing():
     df = table(effect=1.0, h2=1.0)
     df.loc[(df.family == "steer") & (df.k >= 1), "collapsed"] = True
-    claims = stats.analyse(df, SCHEMA).claims
+    claims = stats.analyse(df, SCHEMA, gaps=loo_table(df, 1.0, 0.0)).claims
     c = claim(claims, "H2 (steer vs lora, sum)")
     assert c.verdict == "not testable" and "collapsed rows at k = 1" in c.note
-    for h in ("H3", "H4a", "H4b"):  # every steering row with k >= 1 collapsed: nothing left to measure
+    for h in ("H3 leave-one-out", "H4a", "H4b"):  # every steering row with k >= 1 collapsed: nothing left to measure
         c = claim(claims, f"{h} (steer, sum)")
         assert c.verdict == "not testable" and "collapsed from k = 1" in c.note, h
     assert claim(claims, "H1 (steer, sum)").verdict != "not testable"  # quality is still measured

@@ -138,3 +138,47 @@ def test_a_method_with_a_conflicting_default_is_refused():
         with catalog.registered(bad):
             pass
     assert "half" not in catalog.merges()
+
+
+@pytest.mark.parametrize("lam", [1.0, "1/k"])
+def test_sum_leave_one_out_is_the_stack_minus_lambda_k_times_the_delta(lam):
+    """Leaving adapter i out of a task-arithmetic k-stack is exactly the stack minus λ_k·Δ_i (λ_k of
+    all k, not of k - 1), which is λ_k times the sum of the others; dense and LoRA factors alike."""
+    from lora_lab.merges.sum import lam_at
+
+    g = torch.Generator().manual_seed(3)
+    factors = [{"w": (torch.randn(5, 2, generator=g), torch.randn(2, 4, generator=g))} for _ in range(4)]
+    dense = [densify(f) for f in factors]
+    ids = [f"ad{i}" for i in range(4)]
+    p = MergeParams(lam=lam)
+    acc = accumulator("sum", p)
+    for f, i in zip(factors, ids):
+        acc.add_lowrank(f, i)
+    stack, lam_k = acc.result()["w"], lam_at(lam, 4)
+    for i in range(4):
+        loo = acc.without(dense[i], ids[i])["w"]
+        assert torch.equal(loo, stack - lam_k * dense[i]["w"])  # exactly
+        others = sum(d["w"] for j, d in enumerate(dense) if j != i)
+        torch.testing.assert_close(loo, lam_k * others, rtol=1e-5, atol=1e-5)
+    assert torch.equal(acc.result()["w"], stack)  # the state is as it was
+
+
+@pytest.mark.parametrize("name", sorted(catalog.merges()))
+def test_leave_one_out_is_the_others_merged_at_the_k_stacks_parameters(name):
+    """Every method's `without`: the other k - 1 deltas merged from scratch with λ_k (the
+    k-stack's λ); the mean keeps its 1/k, so it is (k - 1)/k times the others' mean."""
+    from lora_lab.merges.sum import lam_at
+
+    g = torch.Generator().manual_seed(4)
+    deltas = [{"a": torch.randn(6, 4, generator=g)} for _ in range(5)]
+    ids = [f"ad{i}" for i in range(5)]
+    p = MergeParams(lam="1/sqrt(k)", density=0.3, drop=0.4, rank=2, seed=5)
+    acc = accumulator(name, p)
+    for d, i in zip(deltas, ids):
+        acc.add(d, i)
+    at_k = MergeParams(lam=lam_at(p.lam, 5), density=0.3, drop=0.4, rank=2, seed=5)
+    for i in range(5):
+        rest = [d for j, d in enumerate(deltas) if j != i]
+        rest_ids = [x for j, x in enumerate(ids) if j != i]
+        want = merge(name, rest, rest_ids, at_k)["a"] * (4 / 5 if name == "mean" else 1.0)
+        torch.testing.assert_close(acc.without(deltas[i], ids[i])["a"], want, rtol=1e-5, atol=1e-5)

@@ -80,6 +80,16 @@ def test_results_table_schema_and_nesting(tmp_path):
         assert [len(a) for a in ids] == [0, 1, 2, 3]
         assert all(ids[k + 1][:k] == ids[k] for k in range(3))  # nested prefixes
     assert on_disk.groupby("ordering").adapters.apply(lambda s: tuple(s.iloc[-1])).nunique() == 2
+    # leave-one-out (eval.leave_one_out_orderings=1): ordering 0, k >= 2, every merge method
+    gaps = pd.read_parquet(tmp_path / "out" / "target_gaps.parquet")
+    assert {"base_gap", "loo_gap", "loo_others"} <= set(gaps.columns) and gaps.base_gap.notna().all()
+    loo = (gaps.ordering == 0) & (gaps.k >= 2)
+    assert gaps[loo][["loo_gap", "loo_others"]].notna().all().all() and set(gaps[loo]["merge"]) == set(on_disk["merge"])
+    assert gaps[~loo][["loo_gap", "loo_others"]].isna().all().all()
+    # sum at k = 2 (λ = 1) without one adapter is the other one alone: its target's gap is its alone gap
+    two = gaps[loo & (gaps.k == 2) & (gaps["merge"] == "sum")].set_index("adapter")
+    for a, b in (two.index, two.index[::-1]):
+        np.testing.assert_allclose(two.loc[a, "loo_others"], two.loc[b, "alone_gap"], rtol=1e-4, atol=1e-6)
 
 
 def test_flops_per_token_by_hand(tmp_path):
@@ -109,8 +119,12 @@ def test_flops_per_token_by_hand(tmp_path):
 
 
 def test_removal_gap_is_the_base_gap_exactly(tmp_path):
+    """The base comes back bit-exactly after every composition, the leave-one-out compositions of
+    ordering 0 at each k >= 2 included (measured before `removal_gap` and before the next k)."""
     df = _run(tmp_path, "family=steer")["results"]
     df = pd.concat([df, _run(tmp_path, "family=lora", "compose.merge=[sum,ties,svd]")["results"]])
+    gaps = pd.read_parquet(tmp_path / "out" / "target_gaps.parquet")
+    assert gaps[(gaps.ordering == 0) & (gaps.k >= 2)].loo_gap.notna().all()  # they ran
     c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
     task = build_task(c.world, c.seed)
     world = task.world
