@@ -118,7 +118,7 @@ def test_default_sweep_and_its_report(default_run, default_cache, tmp_path):
     # latency, quality against activation shift
     assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 16
     claims = (report / "claims.md").read_text()
-    for h in ("H1 (lora, sum)", "H1 (steer, sum)", "H2 (steer vs lora, sum)", "H3 (lora, sum)", "H4a (lora, sum)", "H5a (prompt)",
+    for h in ("H1 (lora, sum)", "H1 (steer, sum)", "H2 (steer vs lora, sum)", "H3 leave-one-out (lora, sum)", "H4a (lora, sum)", "H5a (prompt)",
               "H6 (lora merged, sum)", "H6 (lora unmerged, sum)", "H6 (steer hooks, sum)", "H6 (prompt rewrite, sum)"):
         assert f"| {h} |" in claims
     rows = [line for line in claims.splitlines() if line.startswith("| H")]
