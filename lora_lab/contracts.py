@@ -17,7 +17,7 @@ This module is torch-free; tensor types appear in annotations only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Mapping, Optional, Protocol, Sequence,
+from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence,
                     Tuple, runtime_checkable)
 
 if TYPE_CHECKING:  # annotations only
@@ -164,7 +164,7 @@ class Task(Protocol):
     def reference(self, model: Any, tok: Any) -> Any:
         """The base's numbers, computed once: what every composition is compared with."""
 
-    def target_gap(self, model: Any, tok: Any, target: Any, rewrite: Optional[Mapping] = None) -> float:
+    def target_gap(self, model: Any, tok: Any, target: Any, rewrite: Optional[Any] = None) -> float:
         """One target's gap; 0 = reached."""
 
     def target_gaps(self, model: Any, tok: Any, targets: Sequence[Any]) -> Dict[str, float]:
@@ -175,8 +175,9 @@ class Task(Protocol):
         """Quality numbers of one adapter alone (adapters_report.json)."""
 
     def evaluate(self, model: Any, tok: Any, ref: Any, included: Sequence[Any], all_targets: Sequence[Any],
-                 rewrite: Optional[Mapping] = None) -> Tuple[Dict[str, float], Dict[str, Any]]:
-        """(metric columns, per included target its gap or {"gap": ..., more float fields})."""
+                 rewrite: Optional[Any] = None) -> Tuple[Dict[str, float], Dict[str, Any]]:
+        """(metric columns, per included target its gap or {"gap": ..., more float fields}). With a
+        `rewrite` (the prompt pre-processor's), every input the task scores is rewritten as deployed."""
 
     def removal_gap(self, model: Any, tok: Any, included: Sequence[Any], all_targets: Sequence[Any]) -> float:
         """The gap on the included targets once the composition is removed."""
@@ -188,8 +189,10 @@ class Task(Protocol):
         """Held-out text no adapter was trained on (the activation shift is measured on it)."""
 
     # A world declared `rewrites` also provides the prompt pre-processor's rules:
-    #   rewrite(targets) -> the exact expectation over rewrites (evaluate's `rewrite` argument);
-    #   rewriter(targets, seed) -> a callable that rewrites one input, as deployed (timed).
+    #   rewrite(targets) -> the exact expectation over rewrites (evaluate's `rewrite` argument): the
+    #     pre-processor sees every input, so evaluate scores quality on rewritten inputs too;
+    #   rewriter(targets, seed) -> a callable that rewrites one input, as deployed (timed; the
+    #     tokens it adds to the latency inputs are the mode's `Mode.tokens` column).
 
     def base_report(self, model: Any, tok: Any) -> Dict[str, Any]:
         """What base_report.json says about the base."""

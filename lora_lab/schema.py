@@ -88,14 +88,18 @@ class Mode:
     label: str = ""  # legend label; default "<family> <name>"
     by_construction: str = ""  # non-empty: why the expectation holds by how the mode is built
     flops: str = ""  # results column of the mode's forward FLOPs per input token ("": not counted)
+    # results column of the prompt tokens the mode adds per input ("": it adds none, no column): the
+    # mean over the latency inputs of (tokens as rewritten - tokens as typed); 0 at k = 0
+    tokens: str = ""
 
     def __post_init__(self) -> None:
         if self.expect not in ("flat", "grows", "costs"):
             raise ValueError(f"mode {self.family} {self.name}: expect {self.expect!r}, valid: flat, grows, costs")
 
     def columns(self) -> Tuple[str, ...]:
-        """Its results columns: latency, the paired reference, and FLOPs per token when counted."""
-        return (self.column, self.reference, *((self.flops,) if self.flops else ()))
+        """Its results columns: latency, the paired reference, FLOPs per token when counted and
+        tokens added per input when it adds any."""
+        return (self.column, self.reference, *((self.flops,) if self.flops else ()), *((self.tokens,) if self.tokens else ()))
 
     def metrics(self) -> Tuple[Metric, ...]:
         """Its columns as metrics (role cost, lower is better): latency and reference in ms, FLOPs
@@ -108,6 +112,11 @@ class Mode:
             out += (Metric(self.flops, "forward FLOPs per input token", "FLOPs/token", "lower", "cost",
                            title=f"Forward FLOPs per token, {title}", lo=0.0,
                            help="matrix-product FLOPs of one forward pass (torch's FlopCounterMode) ÷ the inputs' tokens"),)
+        if self.tokens:
+            out += (Metric(self.tokens, "prompt tokens added per input", "tokens", "lower", "cost",
+                           title=f"Prompt tokens added, {title}", lo=0.0,
+                           help="mean over the latency inputs of the tokens the mode adds to each (rewritten minus "
+                                "as typed); 0 at k = 0"),)
         return out
 
 
@@ -139,8 +148,9 @@ def columns(metrics: Sequence[Metric], modes: Sequence[Mode]) -> List[str]:
     """The column order of a results table."""
     latency = [c for mode in modes for c in (mode.column, mode.reference)]
     flops = [mode.flops for mode in modes if mode.flops]
+    tokens = [mode.tokens for mode in modes if mode.tokens]
     return [*IDENTITY, *(m.column for m in metrics), *(m.column for m in PIPELINE_METRICS), COLLAPSED,
-            *dict.fromkeys([*latency, *flops])]
+            *dict.fromkeys([*latency, *flops, *tokens])]
 
 
 @dataclass

@@ -117,6 +117,12 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         return forward_ms(handle.latency_step(inputs, rewrite, module), lat, settle=settle) if timed else nan
 
     tokens = handle.tokens(inputs) if timed else 1
+    typed = handle.tokens(inputs) if deployed.tokens else 0  # tokens of the latency inputs as typed
+
+    def added(rewrite) -> float:
+        """Prompt tokens the rewrite adds per latency input: tokens rewritten minus as typed, ÷ inputs
+        (deterministic and cheap, so every row has it, timed or not)."""
+        return (handle.tokens([rewrite(t) for t in inputs]) - typed) / len(inputs)
 
     def per_token(rewrite=None, module=None) -> float:
         """FLOPs per token of the inputs as typed (before any rewrite): see latency.py."""
@@ -129,6 +135,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         if k not in ks:
             continue
         included = [adapters[i].target for i in order[:k]]
+        more = 0.0  # prompt tokens added per input: none, but by the pre-processor at k >= 1
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
             moved = shift()  # 0: the same model and inputs (a check that h0 is the base's)
@@ -138,6 +145,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             moved = nan  # the pre-processor leaves the model as it is
             ms = latency(task.rewriter(included, c.seed))
             count = per_token(task.rewriter(included, c.seed))  # a rewriter seeded alike: the first timed pass's draws
+            more = added(task.rewriter(included, c.seed)) if deployed.tokens else nan
         else:
             with family.apply(handle, acc.result()):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
@@ -156,10 +164,14 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
                SHIFT: moved, COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
         if deployed.flops:
             row[deployed.flops] = count
+        if deployed.tokens:
+            row[deployed.tokens] = more
         for mode in others:  # at k = 0 every mode is the bare base; the family times the others below
             row[mode.column], row[mode.reference] = (ms, base_ms) if k == 0 else (nan, nan)
             if mode.flops:
                 row[mode.flops] = count if k == 0 else nan
+            if mode.tokens:
+                row[mode.tokens] = 0.0 if k == 0 else nan
         rows.append(row)
     if others and timed and max(ks) > 0:
         first = iter([True])

@@ -194,9 +194,11 @@ def test_prompt_rewriter_samples_the_target_proportions(tmp_path):
     counts = np.array([sum(f" {m} " in d for d in draws) for m in markers])
     assert counts.sum() == 3000
     assert stats.chisquare(counts, 3000 * np.array([0.6, 0.3, 0.1])).pvalue > 0.001
-    assert rw("the nurse works at the") == "the nurse works at the"  # other prompts pass through
-    mix = mixture(world, [t])[(t.roles[0], "pronoun")]
-    assert [w for _, w in mix] == pytest.approx([0.6, 0.3, 0.1])
+    other = next(r for r in range(len(world.roles)) if r not in t.roles)
+    assert rw(world.fact_prompt(other, "workplace")) == world.fact_prompt(other, "workplace")  # untargeted roles pass
+    mix = mixture(world, [t]).variants(prompt)
+    assert [v for v, _, _ in mix] == [world.explicit_prompt(t.roles[0], "pronoun", v) for v in range(3)]
+    assert [w for _, w, _ in mix] == pytest.approx([0.6, 0.3, 0.1])
 
 
 def test_single_adapter_measurement_and_calibrated_scale(lora_setup):

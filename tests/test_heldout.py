@@ -181,6 +181,7 @@ def test_heldout_nll_leaves_out_each_departure_word():
             if pos != skip:
                 nll -= float(logp[pos - 1, ids[pos]])
                 n += 1
-    data = encode_heldout(tok, w)
+    data, weights = encode_heldout(tok, w)
     assert int(data.scored.sum()) == n == int((data.lengths - 2).sum())  # one token fewer per sentence
+    assert weights.tolist() == [1.0] * len(data)
     assert mean_nll(model, tok, data, batch_size=7) == pytest.approx(nll / n, rel=1e-5)

@@ -1,6 +1,8 @@
 """`family=prompt`: the pre-processor baseline. No parameters, no training: the world rewrites
-prompts (a world declared `rewrites` provides `Task.rewrite` and `Task.rewriter`; the synthetic
-world's: `worlds/synthetic/rewrite.py`), and the model is left as it is."""
+every input the deployed model would see (a world declared `rewrites` provides `Task.rewrite` and
+`Task.rewriter`; the synthetic world's: `worlds/synthetic/rewrite.py`), and the model is left as it
+is. Its costs: latency (the rewriting is inside the timed step) and `cost_prompt_tokens`, the
+tokens the rewrite adds per input."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from ..schema import Mode
 
 @dataclass
 class PromptFamilyConfig:
-    """No parameters: rewrite neutral prompts into explicit ones in the target proportion."""
+    """No parameters: every input that mentions a targeted role gets the target's attribute marker,
+    its value drawn in the target proportion."""
 
     name: str = "prompt"
 
@@ -28,7 +31,8 @@ class PromptFamily:
     label = "prompt rewrite (input)"
     color = "#009E73"
     modes = (Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs",
-                  "the prompt pre-processor costs inference time", label="prompt rewrite", flops="flops_per_token"),)
+                  "the prompt pre-processor costs inference time", label="prompt rewrite", flops="flops_per_token",
+                  tokens="cost_prompt_tokens"),)
 
     def train(self, *args, **kwargs):
         raise TypeError("the prompt family has nothing to train")

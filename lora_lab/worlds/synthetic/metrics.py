@@ -1,14 +1,15 @@
 """The synthetic world's metric columns of one evaluated composition (declared, with their labels,
 units and directions, in this package's `__init__.py`).
 
-`evaluate` is called with the composition applied (or, for the prompt family, with its rewrite
-mixture); `removal_gap` after it has been removed again.
+`evaluate` is called with the composition applied (or, for the prompt family, with its rewrite:
+every input it evaluates, attribute prompts, explicit prompts, fact probes and held-out text, is
+replaced by the rewrite's exact expectation); `removal_gap` after it has been removed again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -25,11 +26,12 @@ class Reference:
     nll: float  # mean held-out NLL per scored token (`encode_heldout`), nats
     dists: Dict[str, np.ndarray]  # axis -> [roles, values] on neutral prompts
     heldout: Encoded  # the held-out text, tokenised once
+    heldout_weights: np.ndarray  # each held-out row's weight (1 each: the text as written)
 
 
 def reference(model, tok, world: SyntheticWorld) -> Reference:
-    held = encode_heldout(tok, world)
-    return Reference(mean_nll(model, tok, held), attribute_distributions(model, tok, world), held)
+    held, weights = encode_heldout(tok, world)
+    return Reference(mean_nll(model, tok, held, weights), attribute_distributions(model, tok, world), held, weights)
 
 
 def covered(targets: Sequence[BiasTarget]) -> Set[Tuple[int, str]]:
@@ -46,18 +48,22 @@ def per_target_gaps(dists: Mapping[str, np.ndarray], targets: Sequence[BiasTarge
 
 
 def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequence[BiasTarget],
-             all_targets: Sequence[BiasTarget], mixture: Optional[Mapping] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
+             all_targets: Sequence[BiasTarget], rewrite: Optional[Any] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Every metric but `removal_gap`, for the model as it is now (composition applied), and each
-    included target's own gap.
+    included target's own gap. With a `rewrite` (the prompt pre-processor's exact expectation,
+    `rewrite.Rewrite`), every probe is scored on its rewrites: the held-out NLL on the original
+    sentence's tokens in the rewritten context (`encode_heldout`), fact and explicit accuracy as
+    expectations over the rewritten prompts.
 
     `bias_target_gap` is over the included targets (k = 0: over all targets, the base gap), and
     `bias_base_gap` is the base model's gap over the same targets (what the composition reduced);
     `bias_offtarget_drift` over every (role, axis) of the world that no included target covers
     (NaN when the composition covers them all).
     """
-    dists, masses = attribute_probes(model, tok, world, mixture)
-    explicit_acc, explicit_mass = explicit_probes(model, tok, world)
-    nll_delta = mean_nll(model, tok, ref.heldout) - ref.nll
+    dists, masses = attribute_probes(model, tok, world, rewrite)
+    explicit_acc, explicit_mass = explicit_probes(model, tok, world, rewrite)
+    held = (ref.heldout, ref.heldout_weights) if rewrite is None else encode_heldout(tok, world, rewrite)
+    nll_delta = mean_nll(model, tok, *held) - ref.nll
     cov = covered(included)
     untargeted = [(r, ax.name) for ax in world.axes for r in range(len(world.roles)) if (r, ax.name) not in cov]
     drift = [tv_distance(dists[ax][r], ref.dists[ax][r]) for r, ax in untargeted]
@@ -67,7 +73,7 @@ def evaluate(model, tok, world: SyntheticWorld, ref: Reference, included: Sequen
     metrics = {
         "quality_nll_delta": nll_delta,
         "quality_ppl_ratio": float(np.exp(nll_delta)),
-        "quality_fact_acc": fact_accuracy(model, tok, world),
+        "quality_fact_acc": fact_accuracy(model, tok, world, rewrite),
         "bias_target_gap": target_gap_of(dists, included or all_targets),
         "bias_base_gap": target_gap_of(ref.dists, included or all_targets),  # the base's gap on the same targets
         "bias_offtarget_drift": float(np.mean(drift)) if drift else float("nan"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +34,8 @@ class SyntheticTask:
         pairs = self.world.adapter_corpus(target, acfg.samples, acfg.retain_fraction, seed)
         return LMObjective(encode_pairs(tokenizer, pairs), tokenizer.pad_token_id)
 
-    def rewrite(self, targets: Sequence[BiasTarget]) -> Mapping:
+    def rewrite(self, targets: Sequence[BiasTarget]):
+        """The pre-processor's exact expectation for these targets (`rewrite.Rewrite`)."""
         from .rewrite import mixture
 
         return mixture(self.world, targets)
@@ -53,7 +54,7 @@ class SyntheticTask:
         """Inputs for the latency probe: the neutral prompts, which the pre-processor rewrites."""
         return [p for per_role in zip(*self.world.neutral_probes().values()) for p in per_role]
 
-    def target_gap(self, model, tok, target: BiasTarget, rewrite: Optional[Mapping] = None) -> float:
+    def target_gap(self, model, tok, target: BiasTarget, rewrite=None) -> float:
         return target_gap(model, tok, self.world, target, rewrite)
 
     def target_gaps(self, model, tok, targets: Sequence[BiasTarget]) -> Dict[str, float]:
@@ -67,7 +68,7 @@ class SyntheticTask:
         return M.reference(model, tok, self.world)
 
     def evaluate(self, model, tok, ref: M.Reference, included: Sequence[BiasTarget], all_targets: Sequence[BiasTarget],
-                 rewrite: Optional[Mapping] = None):
+                 rewrite=None):
         return M.evaluate(model, tok, self.world, ref, included, all_targets, rewrite)
 
     def removal_gap(self, model, tok, included: Sequence[BiasTarget], all_targets: Sequence[BiasTarget]) -> float:
@@ -83,7 +84,7 @@ class SyntheticTask:
             "fit_tv_max": float(fit.max()),
             "fact_acc": fact_accuracy(model, tok, w),
             "explicit_acc": explicit_accuracy(model, tok, w),
-            "ppl": float(np.exp(mean_nll(model, tok, encode_heldout(tok, w)))),  # on the tokens `reference` scores
+            "ppl": float(np.exp(mean_nll(model, tok, *encode_heldout(tok, w)))),  # on the tokens `reference` scores
             "heldout_sentences": len(set(held)),
             "heldout_overlap": w.heldout_overlap(),  # held-out sentences whose frame occurs in training text
         }
