@@ -14,7 +14,7 @@ measured point some noise (`point_sd`). Each hypothesis's quantity is planted wi
 | H3 | leave-one-out, `simulate_gaps(df, effect)`: own target's return share minus the others': `effect` |
 | H4a, H4b | slopes of explicit accuracy and diversity: `-effect` |
 | H5a | the pre-processor's target gap: `gap_goal - effect` |
-| H5b | trained family's mean quality loss over k >= 1 minus the pre-processor's (0) |
+| H5b | trained family's mean quality loss over k >= 1 minus the pre-processor's (`prompt_loss` at every k >= 1, drawn per seed) |
 | H6 | latency ratio: lora merged `1 + flat_margin - effect` (the null sits on the margin); the others `exp(effect)` |
 | H1 vs null | with `nulls=True`: the real family's slope minus its null's, `effect` (+ `h2` for steer) − `null_effect` |
 
@@ -82,7 +82,7 @@ MODES = (
     Mode("steer", "hooks", "latency_ms", "latency_base_ms", "costs", "steering hooks cost inference time",
          label="steer hooks", flops="flops_per_token"),
     Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs", "the prompt pre-processor costs inference time",
-         label="prompt rewrite", flops="flops_per_token"),
+         label="prompt rewrite", flops="flops_per_token", tokens="cost_prompt_tokens"),
     Mode("null_lora", "merged", "latency_ms", "latency_base_ms", "flat", "merged weights cost no inference time",
          label="null_lora merged", by_construction="a merged model has the base's shapes: the same FLOPs as the base",
          flops="flops_per_token"),
@@ -116,10 +116,13 @@ def _cumulative(rng, shape_tsa, orders, mu, seed_sd, adapter_sd, point_sd, ks):
 
 def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4, effect: float = 0.0, h2: float = 0.0,
              seed_sd: float = 1.0, adapter_sd: float = 0.5, point_sd: float = 0.3, opt: Optional[Options] = None,
-             rng_seed: int = 0, nulls: bool = False, null_effect: float = 0.0) -> pd.DataFrame:
+             rng_seed: int = 0, nulls: bool = False, null_effect: float = 0.0, prompt_loss: float = 0.0) -> pd.DataFrame:
     """A stacked results table: `tables` settings x (lora, steer, prompt) x seeds x orderings x k = 0..n.
     `nulls`: also the control families null_lora and null_steer, each with quality slope
-    `null_effect` (drawn after the others: the rest of the table is the same with and without)."""
+    `null_effect` (drawn after the others: the rest of the table is the same with and without).
+    `prompt_loss`: the pre-processor's quality loss at every k >= 1 (it scores rewritten inputs),
+    shifted per seed (`seed_sd`) and per point (`point_sd`); it adds one prompt token per input per
+    k / n."""
     opt = opt or Options()
     rng = np.random.default_rng(rng_seed)
     ks = list(range(n + 1))
@@ -130,7 +133,8 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
     for fam, space in (*FAMILIES, *(NULLS if nulls else ())):
         shape = (t, s, o, K)
         if space == "input":
-            q = np.zeros(shape)
+            drawn = prompt_loss + rng.normal(0, seed_sd, (t, s, 1, 1)) + rng.normal(0, point_sd, shape)
+            q = np.where(np.asarray(ks) == 0, 0.0, drawn)
             gap = np.broadcast_to(opt.gap_goal - 0.01 * effect + rng.normal(0, 0.01 * seed_sd, (t, s, 1, 1)), shape) \
                 + rng.normal(0, 0.01 * point_sd, shape)
             control = np.ones(shape)
@@ -155,6 +159,8 @@ def simulate(tables: int = 1000, seeds: int = 5, orderings: int = 3, n: int = 4,
         frame = pd.DataFrame({k: v.reshape(-1) for k, v in cols.items()})
         frame["table"], frame["seed"], frame["ordering"], frame["k"] = ti.reshape(-1), si.reshape(-1), oi.reshape(-1), ki.reshape(-1)
         frame["family"], frame["space"] = fam, space
+        if space == "input":
+            frame["cost_prompt_tokens"] = frame.k / n
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     df["world"] = WORLD
@@ -228,7 +234,8 @@ def _latency(rng, fam, shape, ks, effect, seed_sd, point_sd, opt) -> Dict[str, n
             "latency_unmerged_base_ms": nan}
 
 
-def truth(effect: float, h2: float, n: int, opt: Options, null_effect: float = 0.0) -> Dict[str, float]:
+def truth(effect: float, h2: float, n: int, opt: Options, null_effect: float = 0.0,
+          prompt_loss: float = 0.0) -> Dict[str, float]:
     """The true value of each claim's statistic in `simulate`'s tables (by hypothesis and mode);
     the null families' with `nulls=True`."""
     mean_k = np.mean(range(1, n + 1))
@@ -240,7 +247,8 @@ def truth(effect: float, h2: float, n: int, opt: Options, null_effect: float = 0
         "H3 leave-one-out (lora, sum)": effect, "H3 leave-one-out (steer, sum)": effect,
         "H4a (lora, sum)": -effect, "H4a (steer, sum)": -effect, "H4b (lora, sum)": -effect, "H4b (steer, sum)": -effect,
         "H5a (prompt)": opt.gap_goal - 0.01 * effect,
-        "H5b (prompt vs lora, sum)": effect * mean_k, "H5b (prompt vs steer, sum)": (effect + h2) * mean_k,
+        "H5b (prompt vs lora, sum)": effect * mean_k - prompt_loss,
+        "H5b (prompt vs steer, sum)": (effect + h2) * mean_k - prompt_loss,
         "H6 (lora merged, sum)": float(np.exp(np.log(1 + opt.flat_margin) - 0.02 * effect)),
         "H6 (lora unmerged, sum)": float(np.exp(0.02 * effect * (n - 1) / n)),  # the rise from k = 1 to n
         "H6 (steer hooks, sum)": float(np.exp(0.02 * effect)), "H6 (prompt rewrite, sum)": float(np.exp(0.02 * effect)),

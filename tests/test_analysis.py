@@ -687,3 +687,19 @@ def test_gap_goal_takes_any_positive_gap_in_the_worlds_unit(tmp_path, capsys):
     main([str(tmp_path), "--gap-goal", "5"])  # 5 percentage points, say: in range; the empty dir is the error
     err = capsys.readouterr().err
     assert "out of range" not in err and "no results.parquet" in err
+
+
+@pytest.mark.parametrize("prompt_loss, verdict", [(0.0, "supported"), (20.0, "not supported")])
+def test_h5b_compares_the_preprocessors_measured_loss(prompt_loss, verdict):
+    """The pre-processor's quality is measured on its rewritten inputs, so H5b can fail: planted
+    trained-family loss 10 (slope 4 seed-SDs, k = 1..4) against a pre-processor losing 0 or 20."""
+    df = simulate(1, effect=4.0, rng_seed=3, prompt_loss=prompt_loss)
+    c = claim(stats.analyse(df, SCHEMA).claims, "H5b (prompt vs lora, sum)")
+    assert c.verdict == verdict
+    d = df[df.k >= 1]
+    by_seed = (d[d.family == "lora"].groupby("seed").quality_nll_delta.mean()
+               - d[d.family == "prompt"].groupby("seed").quality_nll_delta.mean())
+    assert c.value == pytest.approx(by_seed.mean())
+    loss = d[d.family == "prompt"].groupby("seed").quality_nll_delta.mean().mean()
+    assert f"quality loss {loss:.3g}" in c.note and "0.625 prompt tokens added per input" in c.note
+    assert "latency ×" in c.note

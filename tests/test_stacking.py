@@ -24,7 +24,7 @@ from lora_lab.catalog import build_task
 METRICS = [m.column for m in catalog.world("synthetic").metrics]
 LATENCY = ["latency_ms", "latency_base_ms", "latency_unmerged_ms", "latency_unmerged_base_ms"]  # lora's two modes
 FLOPS = ["flops_per_token", "flops_unmerged_per_token"]
-COLUMNS = [*schema.IDENTITY, *METRICS, "activation_shift", "collapsed", *LATENCY, *FLOPS]
+COLUMNS = [*schema.IDENTITY, *METRICS, "activation_shift", "collapsed", *LATENCY, *FLOPS]  # lora: adds no tokens
 
 
 def numbers(df):
@@ -137,12 +137,29 @@ def test_removal_gap_is_the_base_gap_exactly(tmp_path):
     assert (df[df.k == 0].bias_target_gap == df[df.k == 0].removal_gap).all()
 
 
-def test_prompt_baseline_costs_no_quality(tmp_path):
+def test_prompt_baseline_is_scored_on_its_rewrites_and_counts_the_tokens_it_adds(tmp_path):
+    """The pre-processor rewrites held-out text and fact probes too, so its quality moves from the
+    base's at k >= 1; `cost_prompt_tokens` by hand: the latency batch cycles the neutral prompts
+    (role by role, one per axis), and a prompt of role r gets one marker per axis that an included
+    target covers r on."""
+    from lora_lab.latency import fixed_batch
+
     out = _run(tmp_path, "family=prompt", "train.steps=500", "model.d_model=64")  # a base that follows markers
     assert out["base"]["explicit_acc"] > 0.9
     df = out["results"]
-    assert (df.quality_ppl_ratio == 1.0).all() and (df.quality_fact_acc == df.quality_fact_acc.iloc[0]).all()
-    assert (df[df.k > 0].bias_target_gap < 0.05).all()
+    assert (df[df.k == 0].quality_nll_delta == 0).all() and (df[df.k == 0].cost_prompt_tokens == 0).all()
+    assert (df[df.k > 0].quality_nll_delta != 0).any()  # held-out text is rewritten where it names a target's role
+    c = validate(compose_cfg([*TINY, f"cache_dir={tmp_path / 'cache'}"]))
+    task = build_task(c.world, c.seed)
+    world = task.world
+    targets = {t.id: t for t in world.bias_targets("rebalance", c.adapters.n)}
+    batch = fixed_batch(task.latency_inputs(), c.latency.batch_size)
+    role_of = {name: r for r, name in enumerate(world.roles)}
+    for _, row in df[df.k > 0].iterrows():
+        covered = {(r, targets[i].axis) for i in row.adapters for r in targets[i].roles}
+        roles = [role_of[next(w for w in p.split() if w in role_of)] for p in batch]
+        by_hand = sum(sum((r, ax.name) in covered for ax in world.axes) for r in roles) / len(batch)
+        assert row.cost_prompt_tokens == pytest.approx(by_hand) and by_hand > 0
 
 
 def test_same_config_same_numbers(tmp_path):
