@@ -246,6 +246,8 @@ def truth(effect: float, h2: float, n: int, opt: Options, null_effect: float = 0
         "H1 (lora, sum)": effect, "H1 (steer, sum)": effect + h2, "H2 (steer vs lora, sum)": h2,
         "H3 leave-one-out (lora, sum)": effect, "H3 leave-one-out (steer, sum)": effect,
         "H4a (lora, sum)": -effect, "H4a (steer, sum)": -effect, "H4b (lora, sum)": -effect, "H4b (steer, sum)": -effect,
+        # the all-pairs entropy's own H4b line: drawn alike in these tables
+        "H4b (lora, sum) on diversity_entropy": -effect, "H4b (steer, sum) on diversity_entropy": -effect,
         "H5a (prompt)": opt.gap_goal - 0.01 * effect,
         "H5b (prompt vs lora, sum)": effect * mean_k - prompt_loss,
         "H5b (prompt vs steer, sum)": (effect + h2) * mean_k - prompt_loss,
