@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lora_lab.schema import TRAINED, Metric, Mode, TableSchema
+from lora_lab.schema import (AFTER_USE_GAP, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY, TRAINED, Metric, Mode,
+                             TableSchema)
 
 from .settings import FAMILY, assign, config_frame, labels
 
@@ -529,6 +530,89 @@ def h3(df: pd.DataFrame, gaps: Optional[pd.DataFrame]) -> List[Claim]:
     return made
 
 
+H3_AFTER_USE_BIAS = "removing the adapters after further training brings the base bias back"
+H3_AFTER_USE_QUALITY = "removing a used stack costs quality beyond what the training alone does"
+AFTER_USE_OFF = ("not measured: the after-use columns are NaN (eval.after_use.steps=0, or the world declares no "
+                 "general-text objective, as an encoder, which has no language-model objective, does not)")
+
+
+def h3_after_use(df: pd.DataFrame) -> List[Claim]:
+    """Removal after use (`eval.after_use`): the stack merged, the model trained further on general
+    text, the stack removed.
+
+    Bias: the share of the reduction that comes back, (removed_after_use_gap - after_use_gap) /
+    (bias_base_gap - after_use_gap), at each curve's largest non-collapsed measured k >= 1, per-seed
+    mean over the measured orderings, one-sided t > 0. Quality: removed_after_use_nll_delta (the
+    world's primary quality metric as a loss) at each curve's largest measured k minus at its k = 0,
+    where the same training ran on the bare base (the control), paired within the curve and so
+    within the seed, one-sided t > 0."""
+    every = df[df.space.isin(TRAINED)]
+    if every.empty:
+        return []
+    for col in (AFTER_USE_GAP, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY):
+        if col not in every.columns:
+            every = every.assign(**{col: NAN})
+    keys = GROUP
+    out: List[Claim] = []
+
+    # bias: the largest non-collapsed measured k >= 1 of each curve
+    t = every[(every.k > 0) & every[AFTER_USE_GAP].notna() & every[REMOVED_AFTER_USE_GAP].notna() & ~every.collapsed]
+    top = t[t.k == t.groupby([*keys, *CURVE]).k.transform("max")]
+    reduced = top.bias_base_gap - top[AFTER_USE_GAP]
+    moved = reduced.abs() > 1e-9
+    top = top.assign(value=((top[REMOVED_AFTER_USE_GAP] - top[AFTER_USE_GAP]) / reduced).where(moved))
+    kmax = top.groupby(keys).k.max()
+    sb = t_inference(seed_summary(per_seed(top[[*keys, *CURVE, "value"]], keys), keys), "greater")
+
+    def make_bias(r):
+        return Claim(f"H3 after use, bias ({r.arm}, {r.merge})", H3_AFTER_USE_BIAS,
+                     "share of the reduction that comes back once the stack is removed after further training, "
+                     "(removed gap - gap after use) / (base gap - gap after use), at each curve's largest "
+                     "non-collapsed measured k", test="one-sided t-test over seeds (share > 0)",
+                     hypothesis="H3 after use (bias)",
+                     note=f"k up to {int(kmax.get((r.setting, r.arm, r.merge), 0))}")
+
+    out += _claims(sb, make_bias)
+
+    # quality: the largest measured k against k = 0 (the training alone) in the same curve
+    q = every.dropna(subset=[REMOVED_AFTER_USE_QUALITY])
+    at0 = q[q.k == 0].groupby([*keys, *CURVE])[REMOVED_AFTER_USE_QUALITY].mean().rename("control")
+    q = q[q.k > 0]
+    qtop = q[q.k == q.groupby([*keys, *CURVE]).k.transform("max")].set_index([*keys, *CURVE])
+    qtop = qtop.join(at0, how="inner").reset_index()
+    qtop = qtop.assign(value=qtop[REMOVED_AFTER_USE_QUALITY] - qtop.control)
+    qk = qtop.groupby(keys).k.max()
+    sq = t_inference(seed_summary(per_seed(qtop[[*keys, *CURVE, "value"]], keys), keys), "greater")
+
+    def make_quality(r):
+        return Claim(f"H3 after use, quality ({r.arm}, {r.merge})", H3_AFTER_USE_QUALITY,
+                     "quality loss after use and removal at each curve's largest measured k minus the same at "
+                     "k = 0 (the training alone), paired within seed", hypothesis="H3 after use (quality)",
+                     test="one-sided t-test over seeds, paired by seed (difference > 0)",
+                     note=f"k = {int(qk.get((r.setting, r.arm, r.merge), 0))} against k = 0")
+
+    out += _claims(sq, make_quality)
+
+    got = {(c.setting, c.id) for c in out}
+    for (setting, arm, merge), g in every.groupby(GROUP, sort=True):
+        measured = g[AFTER_USE_GAP].notna()
+        for hyp, cid, claim in (("H3 after use (bias)", f"H3 after use, bias ({arm}, {merge})", H3_AFTER_USE_BIAS),
+                                ("H3 after use (quality)", f"H3 after use, quality ({arm}, {merge})",
+                                 H3_AFTER_USE_QUALITY)):
+            if (setting, cid) in got:
+                continue
+            if not measured.any():
+                note = AFTER_USE_OFF
+            elif hyp.endswith("(bias)") and g[measured & (g.k > 0)].collapsed.all():
+                note = f"every measured k >= 1 is collapsed (from k = {int(g[g.collapsed].k.min())})"
+            elif not (measured & (g.k > 0)).any() or (hyp.endswith("(quality)") and not (measured & (g.k == 0)).any()):
+                note = "needs after-use rows at k = 0 and at a k >= 1 (eval.after_use.at)"
+            else:
+                note = "the gap after use equals the base gap on every curve: there is no reduction to come back"
+            out.append(Claim(cid, claim, "", setting=setting, hypothesis=hyp, note=note))
+    return out
+
+
 H4 = (("H4a", "control", "stacked adapters cost controllability"), ("H4b", "diversity", "stacked adapters cost diversity"))
 
 
@@ -768,8 +852,8 @@ def analyse(df: pd.DataFrame, schema: TableSchema, opt: Optional[Options] = None
     controls = control_families(schema)
     real = df[~df.family.isin(controls)]  # null arms: their own H1 line and H1 vs null, no other claim
     c2, per_k = h2(real, quality)
-    claims = [*h1(df, quality), *h1_null(df, quality, controls), *c2, *h3(real, gaps), *h4(real, schema), *h5(real, schema, opt),
-              *h6(real, schema, opt)]
+    claims = [*h1(df, quality), *h1_null(df, quality, controls), *c2, *h3(real, gaps), *h3_after_use(real),
+              *h4(real, schema), *h5(real, schema, opt), *h6(real, schema, opt)]
     claims += _untestable(schema, claims)
     p = [c.p if c.n > 0 else NAN for c in claims]
     adj = holm(p) if opt.correction == "holm" else np.asarray(p, dtype=float)
@@ -789,6 +873,8 @@ def _untestable(schema: TableSchema, claims: List[Claim]) -> List[Claim]:
                "needs a weight-space and an output-space family with a common merge method in one setting"),
         "H3": (H3_CLAIM, "needs leave-one-out measurements of trained families at k >= 2 in target_gaps.parquet "
                          "(loo_gap, loo_others, base_gap: eval.leave_one_out_orderings >= 1)"),
+        "H3 after use (bias)": (H3_AFTER_USE_BIAS, "no trained-family rows in the table"),
+        "H3 after use (quality)": (H3_AFTER_USE_QUALITY, "no trained-family rows in the table"),
         "H5a": ("a prompt pre-processor reaches the target proportions", "no input-space family in the table"),
         "H6": ("; ".join(modes) or "each inference mode costs what its family declares",
                "no family with latency in the table" if modes else "the table's families declare no inference mode"),

@@ -260,6 +260,55 @@ class LatencyConfig:
         _require(self.repeats > 0, f"{p}.repeats", "must be > 0", self.repeats)
 
 
+AFTER_USE_AT = ("ends", "pow2")
+
+
+@dataclass
+class AfterUseConfig:
+    """Removal after use: the k-stack is applied, the model's own weights (every parameter of the
+    base) are trained further on the world's general text for `steps` steps with the composition
+    still applied, then the composition is removed as `apply` removes it (merged weight deltas
+    subtracted from the trained weights, steering hooks taken off) and the model measured; the
+    pristine base is restored bit-exactly afterwards. At k = 0 the same training runs on the bare
+    base: the control for what the training alone does (`stacking.after_use`)."""
+
+    steps: int = 30  # training steps after the composition is applied; 0 turns the measurement off
+    lr: float = 1e-3  # AdamW, constant, no weight decay, gradients clipped at norm 1
+    batch_size: int = 32  # general-text sentences per step
+    orderings: int = 1  # the first `orderings` orderings of each (seed, merge) get it; the rest carry NaN
+    # Which k of the schedule: "ends" (k = 0 and the largest), "pow2" (k = 0, the powers of two and
+    # the largest k the schedule composes) or a list of k (each one the schedule composes).
+    at: Any = "pow2"
+
+    def __post_init__(self) -> None:
+        p = "eval.after_use"
+        _require(isinstance(self.steps, int) and self.steps >= 0, f"{p}.steps", "must be an integer >= 0 (0: off)",
+                 self.steps)
+        _require(self.lr > 0, f"{p}.lr", "must be > 0", self.lr)
+        _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
+        _require(self.orderings >= 1, f"{p}.orderings", "must be >= 1", self.orderings)
+        if isinstance(self.at, str):
+            _require(self.at in AFTER_USE_AT, f"{p}.at", "must be 'ends', 'pow2' or a list of k", self.at)
+        else:
+            ks = list(self.at)
+            _require(len(ks) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in ks),
+                     f"{p}.at", "must be a non-empty list of k >= 0", ks)
+            self.at = sorted(set(ks))
+
+    def ks(self, schedule: List[int]) -> List[int]:
+        """The k of `schedule` (the k a curve composes) that get the measurement; none when off.
+        A listed k the schedule does not compose is a config error."""
+        if self.steps == 0 or not schedule:
+            return []
+        if self.at == "ends":
+            return sorted({0, max(schedule)} & set(schedule))
+        if self.at == "pow2":
+            return sorted(k for k in schedule if k == 0 or k == max(schedule) or k & (k - 1) == 0)
+        missing = [k for k in self.at if k not in schedule]
+        _require(not missing, "eval.after_use.at", f"k the schedule does not compose ({schedule})", missing)
+        return list(self.at)
+
+
 @dataclass
 class EvalConfig:
     """How compositions are measured, beyond what each world defines."""
@@ -280,6 +329,7 @@ class EvalConfig:
     # included target's gap is measured (target_gaps.parquet: loo_gap, loo_others). Costs k gap-only
     # probes per k. 0: off.
     leave_one_out_orderings: int = 1
+    after_use: AfterUseConfig = field(default_factory=AfterUseConfig)
 
     def __post_init__(self) -> None:
         _require(0 <= self.collapse_mass <= 1, "eval.collapse_mass", "must be in [0, 1]", self.collapse_mass)
@@ -414,10 +464,13 @@ UNSET_LEFT_OUT = ("family.steps",)
 NOT_ROW_NUMBERS = ("eval.frontier_adapters", "eval.frontier_scales")
 
 
-def check_schedule(compose, n: int) -> None:
-    """The schedule within the n adapters, and a λ list (`compose.lam`) long enough for its largest k.
-    Run where n is known: the synthetic world's config check, or `stacking.stack` once the adapters exist."""
+def check_schedule(compose, n: int, after_use: Optional[AfterUseConfig] = None) -> None:
+    """The schedule within the n adapters, a λ list (`compose.lam`) long enough for its largest k,
+    and the k listed in `eval.after_use.at` among the schedule's. Run where n is known: the synthetic
+    world's config check, or `stacking.stack` once the adapters exist."""
     ks = compose.ks(n)
+    if after_use is not None:
+        after_use.ks(ks)
     beyond = [k for k in ks if k > n]
     _require(not beyond, "compose.schedule", f"k beyond the {n} adapters", beyond)
     lam, top = getattr(compose, "lam", None), max(ks)

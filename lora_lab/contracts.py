@@ -8,7 +8,7 @@ registers itself in the catalog (`catalog.py`); nothing else in the code base ke
     MergeMethod  how k adapters' tensors become one (declared by `catalog.MergeMethodSpec`)
     Accumulator  a merge method's running state: prefix k + 1 from prefix k
     World        a data set with its config schema, reader, task and metrics (`catalog.WorldSpec`)
-    Task         what the pipeline asks of a world: objective, reference, evaluation, removal, ...
+    Task         what the pipeline asks of a world: objective, reference, evaluation, removal, general text, ...
     ModelHandle  the model under study: the module to adapt, its inputs, where adapters may act
 
 This module is torch-free; tensor types appear in annotations only.
@@ -181,6 +181,12 @@ class Task(Protocol):
 
     def removal_gap(self, model: Any, tok: Any, included: Sequence[Any], all_targets: Sequence[Any]) -> float:
         """The gap on the included targets once the composition is removed."""
+
+    def general_objective(self, tokenizer: Any, seed: int) -> Optional[Any]:
+        """The objective a deployed model keeps being trained on (`training.Objective`): general
+        text, disjoint from the held-out text and from every probe, for removal after use
+        (`stacking.after_use`). None when the world has none (an encoder has no language-model
+        objective): its after-use columns are then NaN."""
 
     def latency_inputs(self) -> List[Any]:
         """Inputs of the latency probe (the prompts a deployed model would see)."""

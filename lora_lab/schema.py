@@ -35,6 +35,12 @@ DIRECTIONS = ("higher", "lower", "none")  # which way is better; "none": neither
 # The bias columns every world must declare: the stacking loop and H3 read them by name.
 CORE = ("bias_target_gap", "bias_base_gap", "bias_offtarget_drift", "removal_gap")
 SHIFT = "activation_shift"  # measured by the pipeline on every world's rows (`PIPELINE_METRICS`)
+# Removal after use (`stacking.after_use`, `eval.after_use`): the composition applied, the model
+# trained further on general text, then the composition removed. NaN where not measured.
+AFTER_USE_GAP = "after_use_gap"
+REMOVED_AFTER_USE_GAP = "removed_after_use_gap"
+REMOVED_AFTER_USE_QUALITY = "removed_after_use_nll_delta"
+AFTER_USE = (AFTER_USE_GAP, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY)
 KEY = b"lora_lab"  # the parquet metadata key
 VERSION = 1
 
@@ -126,6 +132,19 @@ PIPELINE_METRICS = (
            help="how far the composition moves the model's final hidden states on the world's held-out text: "
                 "the Frobenius norm of the change over every token ÷ the base's; families compare at equal shift "
                 "(NaN for the prompt pre-processor, which leaves the model as it is)"),
+    Metric(AFTER_USE_GAP, "gap after further training", "gap", "lower", "bias", "Bias gap after use, composition applied",
+           lo=0.0, figure=False,
+           help="the included targets' gap (k = 0: all targets) after the model, composition applied, is trained "
+                "further on general text for eval.after_use.steps steps (the world's gap unit; NaN where not measured)"),
+    Metric(REMOVED_AFTER_USE_GAP, "gap after use and removal", "gap", "lower", "bias",
+           "Bias gap after use, composition removed", lo=0.0, figure=False,
+           help="the same gap once the composition is removed from the further-trained model (merged deltas "
+                "subtracted, hooks taken off); k = 0: the training alone"),
+    Metric(REMOVED_AFTER_USE_QUALITY, "quality loss after use and removal (as a loss)", "nats/token", "lower",
+           "quality", "Quality loss after use, composition removed", figure=False,
+           help="the world's primary quality metric as a loss against the base (synthetic and CrowS-Pairs: held-out "
+                "NLL minus the base's, nats/token) after the composition is removed from the further-trained model; "
+                "k = 0: the training alone"),
 )
 
 

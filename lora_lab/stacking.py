@@ -1,7 +1,9 @@
 """Stacking: for M seeded orderings of the N adapters, the nested prefixes k of the schedule,
 composed by each merge method and evaluated. Prefix k+1 is built from prefix k (an accumulator
 per merge method), so each step costs the same whatever k is. Each row also carries the
-composition's inference latency (`latency.py`) in every inference mode its family declares.
+composition's inference latency (`latency.py`) in every inference mode its family declares, and,
+at the k `eval.after_use` names, removal after use (`after_use`): the composition applied, the
+model trained further on general text, the composition removed, the bias and quality measured.
 
 Each (merge, ordering) curve is cached by content once complete: a killed job, rerun, recomputes
 only the curves it had not finished.
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import json
+import zlib
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -21,7 +25,7 @@ from .adapters import Adapter
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config, check_schedule, numbers_config
 from .latency import fixed_batch, flops, forward_ms
-from .schema import COLLAPSED, SHIFT
+from .schema import AFTER_USE, AFTER_USE_GAP, COLLAPSED, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY, SHIFT, TRAINED
 
 # per-row {adapter id: its own gap, or {"gap": ..., extra float fields}}; goes to target_gaps.parquet, not results
 TARGET_GAPS = "_target_gaps"
@@ -85,6 +89,59 @@ def leave_one_out(family, handle, task, model, tok, acc, stacked: Sequence[Adapt
     return out
 
 
+def after_use_seed(seed: int, k: int) -> int:
+    """The seed of the after-use training at k: its batch order and any randomness in the model
+    (dropout). Fixed by the run's seed and k alone."""
+    return zlib.crc32(f"{seed}:after_use:{k}".encode())
+
+
+def after_use(c: Config, family, base, task, ref, tensors, included, all_targets, k: int, objective,
+              quality) -> Dict[str, float]:
+    """Removal after use at one k: the composition `tensors` applied (`family.apply`; None: the bare
+    base, the control), every parameter of the base model trained further on `objective` (the
+    world's general text) for `eval.after_use.steps` steps with it applied, measured; then the
+    composition removed as deployed and measured again; then the pristine base restored bit-exactly.
+
+    Removal after use keeps the training: the change `apply` made to the parameters (for merged
+    LoRA, each edited weight's delta as it was added, W0 + Δ − W0) is subtracted from the trained
+    parameters, and whatever `apply` put outside them (steering hooks) is taken off by its exit.
+    `quality` is the world's primary quality metric, read from `task.evaluate` as a loss."""
+    import torch
+
+    from .training import train
+
+    au, module, model, tok = c.eval.after_use, base.handle.module, base.model, base.tokenizer
+    params = dict(module.named_parameters())
+    pristine = {n: p.detach().clone() for n, p in params.items()}
+    grad = {n: p.requires_grad for n, p in params.items()}
+    seed = after_use_seed(c.seed, k)
+    devices = [p.device for p in params.values() if p.device.type == "cuda"][:1]
+    try:
+        with family.apply(base.handle, tensors) if tensors is not None else nullcontext():
+            applied = {n: p.detach() - pristine[n] for n, p in params.items() if not torch.equal(p, pristine[n])}
+            for p in params.values():
+                p.requires_grad_(True)
+            with torch.random.fork_rng(devices=devices):  # the run's own random streams stay as they were
+                torch.manual_seed(seed)
+                train(module, list(params.values()), objective, steps=au.steps, batch_size=au.batch_size, lr=au.lr,
+                      seed=seed, desc=f"after use k={k}", progress=False)
+            for n, p in params.items():
+                p.requires_grad_(grad[n])
+            used, _ = task.evaluate(model, tok, ref, included, all_targets)
+            trained = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():  # apply's exit took off its hooks and put back W0 where it edited: keep the training
+            for n, p in params.items():
+                p.copy_(trained[n] - applied[n] if n in applied else trained[n])
+        removed, _ = task.evaluate(model, tok, ref, included, all_targets)
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(pristine[n])
+                p.requires_grad_(grad[n])
+    return {AFTER_USE_GAP: used["bias_target_gap"], REMOVED_AFTER_USE_GAP: removed["bias_target_gap"],
+            REMOVED_AFTER_USE_QUALITY: quality.loss_sign * removed[quality.column]}
+
+
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
           ref, identity: Dict[str, Any], progress: bool = False,
           base_states: Optional[Callable[[], Any]] = None) -> List[Dict[str, Any]]:
@@ -108,6 +165,11 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     heldout = task.heldout_inputs()
     # the base's final hidden states: what the activation shift is relative to
     h0 = base_states() if base_states is not None else handle.hidden(heldout)
+    # removal after use (`after_use`): at these k of the first `eval.after_use.orderings` orderings
+    au = c.eval.after_use
+    used_at = set(au.ks(sorted(ks))) if family.space in TRAINED and identity["ordering"] < au.orderings else set()
+    general = task.general_objective(tok, c.seed) if used_at else None
+    quality = next(m for m in world.metrics if m.primary and m.role == "quality")
 
     def shift() -> float:
         """‖h - h0‖ / ‖h0‖ over every held-out position, with the composition as it is applied now."""
@@ -158,6 +220,11 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         metrics = checked(metrics, declared, world.name)
         # The bare base, timed right after: each timing's paired reference (see latency.py).
         base_ms = latency()
+        if general is not None and k in used_at:
+            metrics.update(after_use(c, family, base, task, ref, acc.result() if k > 0 else None, included, all_targets,
+                                     k, general, quality))
+        else:
+            metrics.update(dict.fromkeys(AFTER_USE, nan))
         # NaN (not measured) compares False: not collapsed
         collapsed = bool(world.collapse is not None and metrics[world.collapse] < c.eval.collapse_mass)
         row = {**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
@@ -189,7 +256,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
     world = catalog.world(c.world.name)
     identity = run_identity(c)
     family, chash = catalog.family(identity["family"]), identity["config_hash"]
-    check_schedule(c.compose, len(adapters))
+    check_schedule(c.compose, len(adapters), c.eval.after_use)
     orders = orderings(len(adapters), c.compose.orderings, c.seed)
     jobs = [(m, o) for m in c.merges() for o in range(len(orders))]
     rows: List[Dict[str, Any]] = []

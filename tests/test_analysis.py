@@ -703,3 +703,72 @@ def test_h5b_compares_the_preprocessors_measured_loss(prompt_loss, verdict):
     loss = d[d.family == "prompt"].groupby("seed").quality_nll_delta.mean().mean()
     assert f"quality loss {loss:.3g}" in c.note and "0.625 prompt tokens added per input" in c.note
     assert "latency ×" in c.note
+
+
+# ----------------------------------------------------------------------------- removal after use
+
+
+def after_use_table(share=0.0, cost=0.0, seeds=5, seed=0, at=(0, 4)):
+    """A simulated table with after-use columns planted at the k in `at` of ordering 0 (NaN elsewhere):
+    per seed, the share of the reduction that comes back after removal is `share` plus seed noise,
+    and the quality loss after removal at k >= 1 exceeds the k = 0 control's by `cost` plus noise."""
+    df = table(effect=1.0, seeds=seeds, seed=seed)
+    rng = np.random.default_rng([seed, 7])
+    s_draw = {(f, s): share + rng.normal(0, 0.3) for f in ("lora", "steer") for s in range(seeds)}
+    q_seed = {(f, s): rng.normal(0, 1.0) for f in ("lora", "steer") for s in range(seeds)}
+    q_draw = {(f, s): cost + rng.normal(0, 0.3) for f in ("lora", "steer") for s in range(seeds)}
+    on = df.space.isin(["weight", "output"]) & (df.ordering == 0) & df.k.isin(at)
+    used = (df.bias_target_gap + 0.05).where(on)
+    fs = list(zip(df.family, df.seed))
+    back = pd.Series([s_draw.get(x, np.nan) for x in fs], index=df.index)
+    df["after_use_gap"] = used
+    df["removed_after_use_gap"] = used + back * (df.bias_base_gap - used)
+    q = pd.Series([q_seed.get(x, np.nan) + (q_draw.get(x, np.nan) if k > 0 else 0.0) for x, k in zip(fs, df.k)],
+                  index=df.index)
+    df["removed_after_use_nll_delta"] = q.where(on)
+    return df
+
+
+def h3_after_use_by_hand(df, family):
+    """Independent loop: the bias share and the quality difference per seed, at the largest measured k."""
+    share, cost = [], []
+    for seed in sorted(df.seed.unique()):
+        g = df[(df.family == family) & (df.seed == seed) & df.after_use_gap.notna()].sort_values("k")
+        top, zero = g.iloc[-1], g[g.k == 0].iloc[0]
+        share.append((top.removed_after_use_gap - top.after_use_gap) / (top.bias_base_gap - top.after_use_gap))
+        cost.append(top.removed_after_use_nll_delta - zero.removed_after_use_nll_delta)
+    return np.array(share), np.array(cost)
+
+
+@pytest.mark.parametrize("planted, verdict", [(1.0, "supported"), (0.0, None), (-1.0, "not supported")])
+def test_h3_after_use_claims_follow_the_planted_effect(planted, verdict):
+    """Bias: the share that comes back after use and removal; quality: the loss after removal at the
+    largest k minus the training alone's (k = 0), paired within seed. Planted > 0: supported; 0:
+    never supported; < 0: not supported."""
+    df = after_use_table(share=planted, cost=planted)
+    a = stats.analyse(df, SCHEMA)
+    for family in ("lora", "steer"):
+        share, cost = h3_after_use_by_hand(df, family)
+        for cid, values in ((f"H3 after use, bias ({family}, sum)", share), (f"H3 after use, quality ({family}, sum)", cost)):
+            c = claim(a.claims, cid)
+            t = sps.ttest_1samp(values, 0.0, alternative="greater")
+            assert c.n == 5 and c.value == pytest.approx(values.mean()) and c.p == pytest.approx(t.pvalue), cid
+            assert c.verdict == verdict if verdict else c.verdict != "supported", (cid, c.verdict)
+        # the per-seed offset the training alone gives (1 nat SD between seeds) cancels in the pairing
+        c = claim(a.claims, f"H3 after use, quality ({family}, sum)")
+        assert c.ci[1] - c.ci[0] < 2.0 and "k = 4 against k = 0" in c.note
+    assert "k up to 4" in claim(a.claims, "H3 after use, bias (lora, sum)").note
+
+
+def test_h3_after_use_says_why_it_is_not_testable():
+    df = after_use_table(share=1.0, cost=1.0)
+    df = df.assign(collapsed=df.collapsed | ((df.family == "lora") & (df.k >= 1)))  # every measured lora k >= 1
+    for col in ("after_use_gap", "removed_after_use_gap", "removed_after_use_nll_delta"):
+        df.loc[df.family == "steer", col] = np.nan  # not measured (steps=0, or no general text)
+    ids = {c.id: c for c in stats.analyse(df, SCHEMA).claims}
+    assert ids["H3 after use, bias (lora, sum)"].verdict == "not testable"
+    assert "collapsed" in ids["H3 after use, bias (lora, sum)"].note
+    assert ids["H3 after use, quality (lora, sum)"].n == 5  # quality is measured on collapsed rows too
+    for h in ("bias", "quality"):
+        c = ids[f"H3 after use, {h} (steer, sum)"]
+        assert c.verdict == "not testable" and "eval.after_use.steps=0" in c.note

@@ -56,6 +56,25 @@ class CounterfactualObjective:
 
 
 @dataclass
+class GeneralTextObjective:
+    """Next-token loss on general text (the retain part of the user's text file), every token after
+    the start token scored, as held-out quality is scored: what a deployed model keeps being
+    trained on (`Task.general_objective`)."""
+
+    texts: List[str]
+    tok: object
+
+    def batches(self, batch_size: int, steps: int, seed: int):
+        rng = np.random.default_rng(seed)
+        for _ in range(steps):
+            yield [self.texts[i] for i in rng.integers(0, len(self.texts), batch_size)]
+
+    def loss(self, model, batch) -> torch.Tensor:
+        lp, count = sentence_logprobs(model, self.tok, batch)
+        return -lp.sum() / count.sum().clamp(min=1)
+
+
+@dataclass
 class CrowsReference:
     nll: float  # mean held-out NLL per token, nats
     diffs: Dict[str, np.ndarray]
@@ -72,6 +91,10 @@ class CrowsTask:
     def objective(self, target: NamedTarget, tok, acfg, seed: int) -> CounterfactualObjective:
         return CounterfactualObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok,
                                        self.score)
+
+    def general_objective(self, tok, seed: int) -> Optional[GeneralTextObjective]:
+        """The retain part of the text file (disjoint from its held-out part); None when it is empty."""
+        return GeneralTextObjective(list(self.world.retain), tok) if self.world.retain else None
 
     def diffs(self, model, tok) -> Dict[str, np.ndarray]:
         pairs = self.world.eval_pairs()

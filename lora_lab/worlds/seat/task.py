@@ -114,6 +114,11 @@ class SeatTask:
     def objective(self, target: NamedTarget, tok, acfg, seed: int) -> SeatObjective:
         return SeatObjective(self.world.train[target.name], self.world.retain, acfg.retain_fraction, tok)
 
+    def general_objective(self, tok, seed: int) -> None:
+        """None: a sentence encoder has no language-model objective to keep training it on, so
+        removal after use is not measured on SEAT (its columns are NaN)."""
+        return None
+
     def stats(self, model, tok, tests: Optional[Sequence[str]] = None) -> Dict[str, SeatStat]:
         """Each test on the model's embeddings of its held-out sentences; every distinct sentence is
         embedded once (the attribute sets of several tests are often the same). The permutation

@@ -34,14 +34,15 @@ METRICS = (
 
 
 def _check(root) -> None:
-    """adapters.n within the world's targets, the schedule within adapters.n, a λ list long enough."""
+    """adapters.n within the world's targets, the schedule within adapters.n, a λ list long enough,
+    the after-use k among the schedule's."""
     from ...checks import require
     from ...config import check_schedule
 
     w, kind, n = root.world, root.adapters.kind.value, root.adapters.n or DEFAULT_N
     available = w.roles * len(w.axes) if kind == "rebalance" else sum(len(a.values) for a in w.axes)
     require(n <= available, "adapters.n", f"this world has {available} {kind} targets", n)
-    check_schedule(root.compose, n)
+    check_schedule(root.compose, n, root.eval.after_use)
 
 
 WORLD = register_world(WorldSpec(

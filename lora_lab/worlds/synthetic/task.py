@@ -19,7 +19,7 @@ from .probes import (
 from .config import DEFAULT_N
 
 SHIFT_TEXTS = 128  # held-out sentences the activation shift is measured on (of up to 500)
-from ...training import LMObjective, encode_pairs
+from ...training import LMObjective, encode_pairs, encode_sentences
 from .world import BiasTarget, SyntheticWorld
 
 
@@ -33,6 +33,12 @@ class SyntheticTask:
     def objective(self, target: BiasTarget, tokenizer, acfg, seed: int) -> LMObjective:
         pairs = self.world.adapter_corpus(target, acfg.samples, acfg.retain_fraction, seed)
         return LMObjective(encode_pairs(tokenizer, pairs), tokenizer.pad_token_id)
+
+    def general_objective(self, tokenizer, seed: int) -> LMObjective:
+        """Next-token loss on the retain pool (`SyntheticWorld.retain_pool`): general sentences in
+        training frames, no fact probe and no held-out frame among them. `seed` is not needed: the
+        pool is fixed by the world (the trainer's batch order is seeded)."""
+        return LMObjective(encode_sentences(tokenizer, self.world.retain_pool(0)), tokenizer.pad_token_id)
 
     def rewrite(self, targets: Sequence[BiasTarget]):
         """The pre-processor's exact expectation for these targets (`rewrite.Rewrite`)."""
