@@ -29,6 +29,7 @@ TINY = [
     "latency.warmup=1",  # latency is measured in every row; its statistics are tested on planted tables
     "latency.repeats=2",
     "latency.settle_s=0",
+    "eval.after_use.at=ends",  # removal after use at k = 0 and the largest k only: its own tests cover more
     "logger.mode=disabled",
     "progress=false",
 ]

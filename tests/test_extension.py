@@ -20,7 +20,7 @@ from lora_lab.catalog import MergeMethodSpec, Param, WorldSpec
 from lora_lab.config import ConfigError, validate
 from lora_lab.results import combine
 from lora_lab.run import run
-from lora_lab.schema import Metric, core_metrics, read_table_schema
+from lora_lab.schema import AFTER_USE, Metric, core_metrics, read_table_schema
 from lora_lab.training import LMObjective, encode_sentences
 from lora_lab.worlds.crows.score import text_nll
 from lora_lab.worlds.io import NamedTarget
@@ -191,6 +191,9 @@ class ToyTask:
             "toy_mass": float(sum(p.values())),
         }, gaps
 
+    def general_objective(self, tok, seed):
+        return None  # no general text of its own: its after-use columns are NaN
+
     def removal_gap(self, model, tok, included, all_targets):
         return float(np.mean(list(self._gap(self.probs(model, tok), included or all_targets).values())))
 
@@ -267,7 +270,7 @@ def test_a_registered_world_runs_through_the_pipeline_report_and_dashboard(toy_w
         rows = out["adapters"]["rows"]
         assert all(r["gap"] < r["base_gap"] for r in rows) and "toy_nll_delta" in rows[0]
     df, schema = combine(sweep)
-    assert [m.column for m in schema.metrics["toy"]] == [*(m.column for m in TOY_METRICS), "activation_shift"]
+    assert [m.column for m in schema.metrics["toy"]] == [*(m.column for m in TOY_METRICS), "activation_shift", *AFTER_USE]
     assert read_table_schema([sweep / "results.parquet"]).metric("toy_mass", "toy").label == "P(any colour word)"
     report = build(sweep)
     claims = (report / "claims.md").read_text()

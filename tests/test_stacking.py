@@ -24,7 +24,7 @@ from lora_lab.catalog import build_task
 METRICS = [m.column for m in catalog.world("synthetic").metrics]
 LATENCY = ["latency_ms", "latency_base_ms", "latency_unmerged_ms", "latency_unmerged_base_ms"]  # lora's two modes
 FLOPS = ["flops_per_token", "flops_unmerged_per_token"]
-COLUMNS = [*schema.IDENTITY, *METRICS, "activation_shift", "collapsed", *LATENCY, *FLOPS]  # lora: adds no tokens
+COLUMNS = [*schema.IDENTITY, *METRICS, "activation_shift", *schema.AFTER_USE, "collapsed", *LATENCY, *FLOPS]  # lora: adds no tokens
 
 
 def numbers(df):
@@ -60,6 +60,10 @@ def test_results_table_schema_and_nesting(tmp_path):
     assert list(on_disk.columns) == COLUMNS
     assert len(on_disk) == 5 * 2 * 4  # merges x orderings x k in 0..3
     assert on_disk[list(METRICS)].notna().all().all()
+    # removal after use (TINY: eval.after_use.at=ends): k = 0 and 3 of the first ordering, NaN elsewhere
+    measured = (on_disk.ordering == 0) & on_disk.k.isin([0, 3])
+    assert on_disk[measured][list(schema.AFTER_USE)].notna().all().all()
+    assert on_disk[~measured][list(schema.AFTER_USE)].isna().all().all()
     timed = on_disk[on_disk.ordering == 0]  # latency.orderings=1: a mode's cost depends on k, not on which adapters
     assert (timed.latency_ms > 0).all() and on_disk[on_disk.ordering > 0][list(LATENCY)].isna().all().all()
     assert (timed.latency_unmerged_ms > 0).all()  # lora: PEFT unmerged; k = 0 is the bare base
