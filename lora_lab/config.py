@@ -260,7 +260,7 @@ class LatencyConfig:
         _require(self.repeats > 0, f"{p}.repeats", "must be > 0", self.repeats)
 
 
-AFTER_USE_AT = ("ends", "pow2")
+AFTER_USE_AT = ("intact", "ends", "pow2")
 
 
 @dataclass
@@ -276,9 +276,11 @@ class AfterUseConfig:
     lr: float = 1e-3  # AdamW, constant, no weight decay, gradients clipped at norm 1
     batch_size: int = 32  # general-text sentences per step
     orderings: int = 1  # the first `orderings` orderings of each (seed, merge) get it; the rest carry NaN
-    # Which k of the schedule: "ends" (k = 0 and the largest), "pow2" (k = 0, the powers of two and
-    # the largest k the schedule composes) or a list of k (each one the schedule composes).
-    at: Any = "pow2"
+    # Which k of the schedule: "intact" (k = 0 and the largest k before the curve's first collapsed
+    # row: the bias claim leaves collapsed rows out; the largest k when none collapses), "ends"
+    # (k = 0 and the largest), "pow2" (k = 0, the powers of two and the largest k the schedule
+    # composes) or a list of k (each one the schedule composes).
+    at: Any = "intact"
 
     def __post_init__(self) -> None:
         p = "eval.after_use"
@@ -288,7 +290,7 @@ class AfterUseConfig:
         _require(self.batch_size > 0, f"{p}.batch_size", "must be > 0", self.batch_size)
         _require(self.orderings >= 1, f"{p}.orderings", "must be >= 1", self.orderings)
         if isinstance(self.at, str):
-            _require(self.at in AFTER_USE_AT, f"{p}.at", "must be 'ends', 'pow2' or a list of k", self.at)
+            _require(self.at in AFTER_USE_AT, f"{p}.at", "must be 'intact', 'ends', 'pow2' or a list of k", self.at)
         else:
             ks = list(self.at)
             _require(len(ks) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in ks),
@@ -297,10 +299,12 @@ class AfterUseConfig:
 
     def ks(self, schedule: List[int]) -> List[int]:
         """The k of `schedule` (the k a curve composes) that get the measurement; none when off.
-        A listed k the schedule does not compose is a config error."""
+        "intact" gives k = 0 and the largest k: the curve measures the largest k before its first
+        collapsed row instead of the largest (`stacking.curve`). A listed k the schedule does not
+        compose is a config error."""
         if self.steps == 0 or not schedule:
             return []
-        if self.at == "ends":
+        if self.at in ("ends", "intact"):
             return sorted({0, max(schedule)} & set(schedule))
         if self.at == "pow2":
             return sorted(k for k in schedule if k == 0 or k == max(schedule) or k & (k - 1) == 0)

@@ -127,7 +127,7 @@ def after_use(c: Config, family, base, task, ref, tensors, included, all_targets
                       seed=seed, desc=f"after use k={k}", progress=False)
             for n, p in params.items():
                 p.requires_grad_(grad[n])
-            used, _ = task.evaluate(model, tok, ref, included, all_targets)
+            used = task.removal_gap(model, tok, included, all_targets)  # the included targets' gap, as the model is now
             trained = {n: p.detach().clone() for n, p in params.items()}
         with torch.no_grad():  # apply's exit took off its hooks and put back W0 where it edited: keep the training
             for n, p in params.items():
@@ -138,7 +138,7 @@ def after_use(c: Config, family, base, task, ref, tensors, included, all_targets
             for n, p in params.items():
                 p.copy_(pristine[n])
                 p.requires_grad_(grad[n])
-    return {AFTER_USE_GAP: used["bias_target_gap"], REMOVED_AFTER_USE_GAP: removed["bias_target_gap"],
+    return {AFTER_USE_GAP: used, REMOVED_AFTER_USE_GAP: removed["bias_target_gap"],
             REMOVED_AFTER_USE_QUALITY: quality.loss_sign * removed[quality.column]}
 
 
@@ -170,6 +170,14 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     used_at = set(au.ks(sorted(ks))) if family.space in TRAINED and identity["ordering"] < au.orderings else set()
     general = task.general_objective(tok, c.seed) if used_at else None
     quality = next(m for m in world.metrics if m.primary and m.role == "quality")
+    # "intact": k = 0, then the largest k before the first collapsed row, measured once that row (or
+    # the curve's end) shows which k it is. `latest`: the candidate so far (its row, a copy of its
+    # composition, its targets); None before the first; False once measured or collapsed from k = 1.
+    intact = au.at == "intact" and general is not None
+    latest: Any = None
+
+    def measure(k_row, tensors, included_row) -> Dict[str, float]:
+        return after_use(c, family, base, task, ref, tensors, included_row, all_targets, k_row, general, quality)
 
     def shift() -> float:
         """‖h - h0‖ / ‖h0‖ over every held-out position, with the composition as it is applied now."""
@@ -209,7 +217,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             count = per_token(task.rewriter(included, c.seed))  # a rewriter seeded alike: the first timed pass's draws
             more = added(task.rewriter(included, c.seed)) if deployed.tokens else nan
         else:
-            with family.apply(handle, acc.result()):
+            composed = acc.result()
+            with family.apply(handle, composed):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
                 moved = shift()
                 ms, count = latency(), per_token()
@@ -220,13 +229,11 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         metrics = checked(metrics, declared, world.name)
         # The bare base, timed right after: each timing's paired reference (see latency.py).
         base_ms = latency()
-        if general is not None and k in used_at:
-            metrics.update(after_use(c, family, base, task, ref, acc.result() if k > 0 else None, included, all_targets,
-                                     k, general, quality))
-        else:
-            metrics.update(dict.fromkeys(AFTER_USE, nan))
         # NaN (not measured) compares False: not collapsed
         collapsed = bool(world.collapse is not None and metrics[world.collapse] < c.eval.collapse_mass)
+        metrics.update(dict.fromkeys(AFTER_USE, nan))
+        if general is not None and (k == 0 or not intact) and k in used_at:
+            metrics.update(measure(k, composed if k > 0 else None, included))
         row = {**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
                SHIFT: moved, COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
         if deployed.flops:
@@ -240,6 +247,15 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             if mode.tokens:
                 row[mode.tokens] = 0.0 if k == 0 else nan
         rows.append(row)
+        if intact and k > 0 and latest is not False:
+            if not collapsed:  # the composition is rebuilt by the accumulator only forwards: keep a copy
+                latest = (row, {n: t.detach().clone() for n, t in composed.items()}, included)
+            else:
+                if latest is not None:
+                    latest[0].update(measure(latest[0]["k"], *latest[1:]))
+                latest = False  # measured (or collapsed from the first k): nothing more to track
+    if intact and latest:
+        latest[0].update(measure(latest[0]["k"], *latest[1:]))
     if others and timed and max(ks) > 0:
         first = iter([True])
         times = family.time_modes(handle, [adapters[i] for i in order[: max(ks)]], sorted(ks),

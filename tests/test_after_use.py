@@ -36,8 +36,8 @@ def test_bad_after_use_config_fails_in_validate_naming_the_field(override, field
 
 def test_measured_k_follow_the_setting():
     schedule = list(range(17))
-    assert AfterUseConfig().ks(schedule) == [0, 1, 2, 4, 8, 16]
-    assert AfterUseConfig(at="ends").ks(schedule) == [0, 16]
+    assert AfterUseConfig(at="pow2").ks(schedule) == [0, 1, 2, 4, 8, 16]
+    assert AfterUseConfig(at="ends").ks(schedule) == AfterUseConfig().ks(schedule) == [0, 16]  # intact: see the curve
     assert AfterUseConfig(at=[3, 0]).ks(schedule) == [0, 3]
     assert AfterUseConfig(at="pow2").ks([0, 3, 6]) == [0, 6]
     assert AfterUseConfig(steps=0).ks(schedule) == []
@@ -91,9 +91,15 @@ def test_removal_after_use_subtracts_the_stack_and_keeps_the_training(job, famil
         assert r["removed_after_use_gap"] == pytest.approx(r["bias_base_gap"], abs=1e-5)
         assert r["removed_after_use_nll_delta"] == pytest.approx(0.0, abs=1e-5)
     assert abs(rows[3]["bias_target_gap"] - rows[3]["bias_base_gap"]) > 1e-3  # the stack did move the gap
-    # the default training moves the model; at k = 0 there is nothing to remove
-    rows = _curve(job, f"family={family}")
-    r0, r3 = rows[0], rows[3]
+    # the default training moves the model; at k = 0 there is nothing to remove. "intact" (the
+    # default) measures k = 0 and the largest k before the first collapsed row: with the threshold at
+    # k = 1's axis mass, every later row with less mass collapses
+    mass = {k: rows[k]["axis_mass"] for k in rows}
+    first = min([k for k in (2, 3) if mass[k] < mass[1]], default=4)
+    rows = _curve(job, f"family={family}", "eval.after_use.at=intact", f"eval.collapse_mass={mass[1]!r}")
+    top = first - 1
+    assert [k for k in rows if not np.isnan(rows[k]["after_use_gap"])] == [0, top]
+    r0, rt = rows[0], rows[top]
     assert r0["removed_after_use_gap"] == r0["after_use_gap"] != r0["bias_base_gap"]
-    assert r0["removed_after_use_nll_delta"] != 0.0 and np.isfinite(r3["removed_after_use_nll_delta"])
-    assert r3["removed_after_use_gap"] != r3["after_use_gap"]
+    assert r0["removed_after_use_nll_delta"] != 0.0 and np.isfinite(rt["removed_after_use_nll_delta"])
+    assert rt["removed_after_use_gap"] != rt["after_use_gap"] and not rt["collapsed"]
