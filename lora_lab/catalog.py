@@ -143,11 +143,18 @@ def register_family(family):
             raise ValueError(f"family {family.name}: mode {mode.name} names family {mode.family}")
     real = control_of(family)
     if real is not None:
-        if real not in _families or control_of(_families[real]) is not None:
+        if real not in _families or control_of(_families[real]) is not None or joint_of(_families[real]):
             raise ValueError(f"family {family.name}: control_of {real!r} is not a registered real family")
         if _families[real].space != family.space or not family.trainable:
             raise ValueError(f"family {family.name}: a control is trainable and acts in its real family's space "
                              f"({_families[real].space})")
+    joint = joint_of(family)
+    if joint is not None:
+        if joint not in _families or control_of(_families[joint]) or joint_of(_families[joint]) or real is not None:
+            raise ValueError(f"family {family.name}: joint_of {joint!r} is not a registered real family")
+        if _families[joint].space != family.space or not family.trainable:
+            raise ValueError(f"family {family.name}: a joint family is trainable and acts in its real family's space "
+                             f"({_families[joint].space})")
     _families[family.name] = family
     _changed()
     return family
@@ -219,6 +226,13 @@ def control_of(family) -> Optional[str]:
     """The real family a control family stands in for (its optional `control_of`, `contracts.Family`);
     None for a real family. The one place that attribute is read."""
     return getattr(family, "control_of", None)
+
+
+def joint_of(family) -> Optional[str]:
+    """The real family a joint family is the reference of (its optional `joint_of`,
+    `contracts.Family`): one adapter trained on the union of k targets; None for any other family.
+    The one place that attribute is read."""
+    return getattr(family, "joint_of", None)
 
 
 def families() -> Dict[str, Any]:
@@ -305,7 +319,8 @@ def listing() -> str:
     lines = ["families:"]
     for f in families().values():
         modes = ", ".join(m.name for m in f.modes)
-        control = f"  control of: {control_of(f)}" if control_of(f) else ""
+        control = (f"  control of: {control_of(f)}" if control_of(f) else
+                   f"  joint reference of: {joint_of(f)}" if joint_of(f) else "")
         lines.append(f"  {f.name:<10} {f.space}-space  merge methods: {', '.join(methods_for(f.space))}  modes: {modes}"
                      + control)
     lines.append("merge methods:")

@@ -125,6 +125,12 @@ class Family(Protocol):
     # format (calibration sets the control's strength from it), and `derive` writes the control's
     # random adapter of the same size beside it. Real families declare none.
     # control_of: Optional[str]
+    # Optional, read only by `catalog.joint_of`: a *joint* family declares the real family whose
+    # reference it is (`joint_of = "lora"`): at each k of its schedule it trains one adapter of that
+    # family on the union of the k targets' data, with the same budget per target, and applies it
+    # alone where the real family stacks k (`adapters/joint.py`). Its config has the real family's
+    # fields plus `ks` and `orderings`. Real families declare none.
+    # joint_of: Optional[str]
 
     def train(self, base: Any, fcfg: Any, objective: Any, acfg: Any, seed: int, out_dir: Path, progress: bool,
               desc: str) -> Dict[str, Any]:

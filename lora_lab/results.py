@@ -13,7 +13,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .catalog import control_of
+from .catalog import control_of, joint_of
 from .schema import COLLAPSED, IDENTITY, PIPELINE_METRICS, Metric, Mode, TableSchema, columns, read_table_schema, write_table
 
 log = logging.getLogger("lora_lab")
@@ -33,11 +33,12 @@ def to_frame(rows: Sequence[Dict[str, Any]], metrics: Sequence[Metric], modes: S
 
 
 def family_declaration(family) -> Dict[str, str]:
-    """What a table says about a family: label, colour, space, and `control_of` (the real family a
-    control family stands in for; only a control family has it)."""
-    real = control_of(family)
+    """What a table says about a family: label, colour, space, `control_of` (the real family a
+    control family stands in for; only a control family has it) and `joint_of` (the real family a
+    joint family is the reference of; only a joint family has it)."""
+    real, joint = control_of(family), joint_of(family)
     return {"label": family.label, "color": family.color, "space": family.space,
-            **({"control_of": real} if real is not None else {})}
+            **({"control_of": real} if real is not None else {}), **({"joint_of": joint} if joint is not None else {})}
 
 
 def table_schema(world: str, metrics: Sequence[Metric], family) -> TableSchema:

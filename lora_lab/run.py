@@ -84,7 +84,16 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
         ref = task.reference(base.model, base.tokenizer)  # what every adapter and composition is compared with
         adapters = build_adapters(c, base, task, cache, progress=c.progress)
-        rows = measure_single(adapters, c, base, task, ref)
+        joints = None
+        if catalog.joint_of(family):  # one adapter per k, on the union of the k targets (adapters/joint.py)
+            from .adapters.joint import build_joint, measure_joint
+            from .stacking import orderings
+
+            orders = orderings(len(adapters), c.family.orderings, c.seed)
+            joints = build_joint(c, base, task, cache, [a.target for a in adapters], orders, progress=c.progress)
+            rows = measure_joint(joints, c, base, task)
+        else:
+            rows = measure_single(adapters, c, base, task, ref)
         summary = {**summarise(rows, spec.metrics), "family": family.name}
         write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
         track.log_summary("adapters", summary)
@@ -94,14 +103,16 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
             summary["reduction_min"],
         )
 
-        points = frontier(adapters, rows, c, base, task, ref)
+        points = frontier(adapters, rows, c, base, task, ref) if joints is None else []
         if points:
             write_table(frontier_frame(points, run_identity(c), spec.metrics), out / FRONTIER,
                         table_schema(spec.name, spec.metrics, family))
 
-        curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress)
-        alone = {r["adapter"]: r["stacked_gap"] for r in rows}
-        base_gaps = {r["adapter"]: r["base_gap"] for r in rows}
+        curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress, joints=joints)
+        # each target's gap alone (a joint job trains no single adapters: NaN)
+        alone = {r["adapter"]: r["stacked_gap"] for r in rows} if joints is None else {a.id: float("nan") for a in adapters}
+        base_gaps = ({r["adapter"]: r["base_gap"] for r in rows} if joints is None
+                     else task.target_gaps(base.model, base.tokenizer, [a.target for a in adapters]))
         schema = table_schema(spec.name, spec.metrics, family)
         write_table(target_gaps_frame(curves, alone, base_gaps), out / TARGET_GAPS, schema)
         df = to_frame(curves, spec.metrics, family.modes)

@@ -24,6 +24,8 @@ from . import catalog
 from .adapters import Adapter
 from .cache import ArtifactCache, content_key, write_json_atomic
 from .config import Config, check_schedule, numbers_config
+from .adapters.joint import joint_target
+from .families.joint import joint_ks
 from .latency import fixed_batch, flops, forward_ms
 from .schema import AFTER_USE, AFTER_USE_GAP, COLLAPSED, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY, SHIFT, TRAINED
 
@@ -144,21 +146,29 @@ def after_use(c: Config, family, base, task, ref, tensors, included, all_targets
 
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
           ref, identity: Dict[str, Any], progress: bool = False,
-          base_states: Optional[Callable[[], Any]] = None) -> List[Dict[str, Any]]:
+          base_states: Optional[Callable[[], Any]] = None,
+          joints: Optional[Dict[str, Adapter]] = None) -> List[Dict[str, Any]]:
     """One ordering, one merge method: a row per k of the schedule (with each included
     adapter's own gap under `TARGET_GAPS`). `base_states()`: the base's final hidden states on the
-    task's held-out text, computed once per job (`stack` shares them between its curves)."""
+    task's held-out text, computed once per job (`stack` shares them between its curves).
+
+    A joint family (`joints`: {joint target id: adapter}, `adapters/joint.py`): a row per k of its
+    joint schedule, the one adapter trained for order[:k] applied alone (nothing merged; the row
+    names `merge` so it pairs with the stack's rows)."""
     family, world = catalog.family(c.family.name), catalog.world(c.world.name)
     handle, model, tok = base.handle, base.model, base.tokenizer
     ks = set(c.compose.ks(len(adapters)))
+    if joints is not None:
+        ks = set(joint_ks(c.family, sorted(ks)))
     method = catalog.merge_method(merge)
-    acc = method.accumulator(c.compose.params(merge, c.seed)) if family.space != "input" else None
+    acc = method.accumulator(c.compose.params(merge, c.seed)) if family.space != "input" and joints is None else None
     lowrank = family.factored and method.lowrank
     all_targets = [a.target for a in adapters]
     declared = [m.column for m in world.metrics]
     lat = c.latency
     timed = lat.enabled and identity["ordering"] < lat.orderings  # see LatencyConfig.orderings
-    loo = identity["ordering"] < c.eval.leave_one_out_orderings and family.space != "input"  # see EvalConfig
+    # leave-one-out (see EvalConfig): of a stack; a joint family's one adapter has nothing to leave out
+    loo = identity["ordering"] < c.eval.leave_one_out_orderings and family.space != "input" and joints is None
     inputs = fixed_batch(task.latency_inputs(), lat.batch_size)
     deployed, others = family.modes[0], family.modes[1:]
     nan = float("nan")
@@ -167,7 +177,9 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     h0 = base_states() if base_states is not None else handle.hidden(heldout)
     # removal after use (`after_use`): at these k of the first `eval.after_use.orderings` orderings
     au = c.eval.after_use
-    used_at = set(au.ks(sorted(ks))) if family.space in TRAINED and identity["ordering"] < au.orderings else set()
+    # (a stack's; a joint family is the reference for the stack's quality and bias, not measured after use)
+    used_at = (set(au.ks(sorted(ks))) if family.space in TRAINED and identity["ordering"] < au.orderings and joints is None
+               else set())
     general = task.general_objective(tok, c.seed) if used_at else None
     quality = next(m for m in world.metrics if m.primary and m.role == "quality")
     # "intact": k = 0, then the largest k before the first collapsed row, measured once that row (or
@@ -198,7 +210,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         """FLOPs per token of the inputs as typed (before any rewrite): see latency.py."""
         return flops(handle.latency_step(inputs, rewrite, module)) / tokens if timed else nan
 
-    rows = []
+    rows, joint_at = [], {}
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
         if k > 0 and acc is not None:
             _add(acc, adapters[order[k - 1]], lowrank)
@@ -206,6 +218,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             continue
         included = [adapters[i].target for i in order[:k]]
         more = 0.0  # prompt tokens added per input: none, but by the pre-processor at k >= 1
+        joint = joint_at[k] = joints[joint_target(included).id] if joints is not None and k > 0 else None
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
             moved = shift()  # 0: the same model and inputs (a check that h0 is the base's)
@@ -217,7 +230,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             count = per_token(task.rewriter(included, c.seed))  # a rewriter seeded alike: the first timed pass's draws
             more = added(task.rewriter(included, c.seed)) if deployed.tokens else nan
         else:
-            composed = acc.result()
+            composed = joint.scaled() if joint is not None else acc.result()
             with family.apply(handle, composed):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
                 moved = shift()
@@ -256,7 +269,14 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
                 latest = False  # measured (or collapsed from the first k): nothing more to track
     if intact and latest:
         latest[0].update(measure(latest[0]["k"], *latest[1:]))
-    if others and timed and max(ks) > 0:
+    if others and timed and joints is not None:  # one adapter at every k: each k timed as that one alone
+        first = iter([True])
+        for row in rows:
+            if row["k"] > 0:
+                row.update(family.time_modes(handle, [joint_at[row["k"]]], [1],
+                                             lambda module: latency(module=module, settle=next(first, False)),
+                                             lambda module: per_token(module=module)).get(1, {}))
+    elif others and timed and max(ks) > 0:
         first = iter([True])
         times = family.time_modes(handle, [adapters[i] for i in order[: max(ks)]], sorted(ks),
                                   lambda module: latency(module=module, settle=next(first, False)),
@@ -267,14 +287,23 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
 
 
 def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: ArtifactCache, on_curve=None,
-          progress: bool = True) -> List[Dict[str, Any]]:
-    """Every (merge, ordering) curve, each loaded from cache when it was finished before."""
+          progress: bool = True, joints: Optional[Dict[str, Adapter]] = None) -> List[Dict[str, Any]]:
+    """Every (merge, ordering) curve, each loaded from cache when it was finished before.
+
+    A joint family (`joints`, `adapters/joint.py`): a curve per ordering of its first
+    `family.orderings`, measured once and written under every merge method of the config (nothing
+    is merged, so each merge's rows are the same measurement, there to pair with its stack)."""
     world = catalog.world(c.world.name)
     identity = run_identity(c)
     family, chash = catalog.family(identity["family"]), identity["config_hash"]
     check_schedule(c.compose, len(adapters), c.eval.after_use)
-    orders = orderings(len(adapters), c.compose.orderings, c.seed)
-    jobs = [(m, o) for m in c.merges() for o in range(len(orders))]
+    merges = c.merges()
+    if joints is None:
+        orders = orderings(len(adapters), c.compose.orderings, c.seed)
+        jobs = [(m, o) for m in merges for o in range(len(orders))]
+    else:  # the same first orderings as the stack's (each drawn in turn from one stream)
+        orders = orderings(len(adapters), c.family.orderings, c.seed)
+        jobs = [(merges[0], o) for o in range(len(orders))]
     rows: List[Dict[str, Any]] = []
 
     @functools.cache
@@ -286,7 +315,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
         ident = {**identity, "ordering": o}
 
         def build(d, merge=merge, o=o, ident=ident):
-            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states)
+            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states, joints)
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 
@@ -295,6 +324,8 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
                                     "ordering": o, "rows": 7, "columns": [m.column for m in world.metrics]})
         entry = cache.get_or_build("curve", key, build)
         part = json.loads((entry.path / "rows.json").read_text())
+        if joints is not None:
+            part = [{**r, "merge": m} for m in merges for r in part]
         rows += part
         if on_curve is not None:
             on_curve(part)

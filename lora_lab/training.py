@@ -110,6 +110,48 @@ class LMObjective:
         return lm_loss(model, ids, scored, self.pad_id)
 
 
+def concat(parts: Sequence[Encoded], pad_id: int) -> Encoded:
+    """The rows of every part, in order, padded to the widest (batches trim to their longest row)."""
+    width = max(p.ids.shape[1] for p in parts)
+    ids = torch.cat([torch.nn.functional.pad(p.ids, (0, width - p.ids.shape[1]), value=pad_id) for p in parts])
+    scored = torch.cat([torch.nn.functional.pad(p.scored, (0, width - p.scored.shape[1]), value=False) for p in parts])
+    return Encoded(ids, scored, torch.cat([p.lengths for p in parts]))
+
+
+@dataclass
+class Interleaved:
+    """The union of objectives that are not plain text (a world's own loss): step i draws a batch
+    from part i mod k, each part from its own stream, so over k × s steps every part sees the s
+    batches it would see alone."""
+
+    parts: Sequence[Any]
+
+    def batches(self, batch_size: int, steps: int, seed: int) -> Iterable[Tuple[int, Any]]:
+        k = len(self.parts)
+        streams = [iter(p.batches(batch_size, -(-steps // k), seed + i)) for i, p in enumerate(self.parts)]
+        for step in range(steps):
+            yield step % k, next(streams[step % k])
+
+    def loss(self, model, batch) -> torch.Tensor:
+        i, inner = batch
+        return self.parts[i].loss(model, inner)
+
+
+def union(objectives: Sequence[Any]) -> Any:
+    """One objective over the union of several targets' data (a joint adapter's): next-token
+    objectives become one, on their corpora concatenated in order (batches drawn without
+    replacement from the whole, so k × s steps show each corpus as often as s steps show it
+    alone); other objectives are interleaved step by step. One objective is itself."""
+    if len(objectives) == 1:
+        return objectives[0]
+    if all(isinstance(o, LMObjective) for o in objectives):
+        pads = {o.pad_id for o in objectives}
+        if len(pads) != 1:
+            raise ValueError(f"objectives with different padding ids {sorted(pads)} cannot be concatenated")
+        return LMObjective(concat([o.data for o in objectives], objectives[0].pad_id), objectives[0].pad_id)
+    return Interleaved(list(objectives))
+
+
 def train(
     model: torch.nn.Module,
     params: List[torch.nn.Parameter],

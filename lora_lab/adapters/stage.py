@@ -39,8 +39,9 @@ def adapter_seed(seed: int, target) -> int:
 
 
 def adapter_key_payload(cfg, base_key: str, target, data: str, fcfg=None) -> Dict[str, Any]:
-    """Everything an adapter depends on; `data` is the world's fingerprint (worlds/io.py); `fcfg`
-    the family's config (default `cfg.family`)."""
+    """Everything an adapter depends on; `data` is the world's fingerprint (worlds/io.py). `fcfg`:
+    the family config that trains it, when not `cfg.family` (a control or a joint family trains its
+    real one's)."""
     fcfg = cfg.family if fcfg is None else fcfg
     a, family = cfg.adapters, catalog.family(fcfg.name)
     return {
@@ -62,7 +63,7 @@ def adapter_key_payload(cfg, base_key: str, target, data: str, fcfg=None) -> Dic
 def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True) -> List[Adapter]:
     family = catalog.family(cfg.family.name)
     targets = task.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
-    if not family.trainable:
+    if not family.trainable or catalog.joint_of(family):  # a joint family trains per k (adapters/joint.py)
         return [Adapter(t, family.name, {}, {"n_params": 0, "cache_hit": None}) for t in targets]
     real = catalog.control_of(family)
     out = []
