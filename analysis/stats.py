@@ -15,7 +15,10 @@ The protocol (docs/protocol.md) in code:
    gives "inconclusive" (no test across seeds).
 6. **Controls**: a family the table declares `control_of` another (a null family: random adapters
    of its real counterpart's sizes) gets its own H1 line and "H1 vs null", its real family's
-   quality slope minus its own, paired by seed; it enters no other claim.
+   quality slope minus its own, paired by seed; it enters no other claim. Likewise a family
+   declared `joint_of` a real one (one adapter trained on the union of k targets) gets its own H1
+   line and "stack vs joint": the real family's quality loss minus the joint's at the same seed
+   and k >= 2.
 7. **Collapse**: rows marked `collapsed` (the model no longer answers with an attribute at all)
    are left out of every claim on attribute distributions, and H2's slopes stop before the first
    collapsed k of either family.
@@ -50,7 +53,7 @@ from scipy import stats
 from lora_lab.schema import (AFTER_USE_GAP, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY, TRAINED, Metric, Mode,
                              TableSchema)
 
-from .settings import FAMILY, assign, config_frame, labels
+from .settings import ABSENT, FAMILY, assign, config_frame, labels
 
 NAN = float("nan")
 
@@ -385,6 +388,65 @@ def h1_null(df: pd.DataFrame, quality: Dict[str, Metric], controls: Dict[str, st
             made.append(Claim(f"H1 vs null ({arm}, {merge})", H1_NULL, "", setting=setting, hypothesis="H1 vs null",
                               note=f"no {controls[family]} rows of the same seeds, family fields, setting and merge "
                                    "method to pair with"))
+    return made
+
+
+def joint_families(schema: TableSchema) -> Dict[str, str]:
+    """{joint family: the real family it is the reference of}, as the table's families declare
+    (`joint_of`: one adapter trained on the union of k targets, beside a stack of k)."""
+    return {f: d["joint_of"] for f, d in schema.families.items() if d.get("joint_of")}
+
+
+STACK_VS_JOINT = "a stack of k adapters costs more quality than one adapter trained for the same k targets"
+
+
+def stack_vs_joint(df: pd.DataFrame, quality: Dict[str, Metric], joints: Dict[str, str]) -> List[Claim]:
+    """Per real family F with a joint family in the same setting and merge method, with the same
+    values of F's own fields: at each k >= 2 of the joint curve, F's quality loss (per-seed mean over
+    orderings) minus the joint's (its orderings' mean), averaged over those k per seed, tested > 0
+    across seeds. The note gives the bias-gap difference at the same points (collapsed rows left
+    out). A joint arm with no partner rows gets a not-testable line."""
+    t = df[df.family.isin([*joints, *joints.values()])]
+    if t.empty or not joints:
+        return []
+    configs = config_frame(t)
+    fams = configs.get(FAMILY + "name", pd.Series("", index=configs.index))
+    real_rows = configs[fams.isin(set(joints.values()))]
+    # the real family's own fields (a joint config adds its schedule, `ks` and `orderings`)
+    own = [c for c in configs.columns if c.startswith(FAMILY) and c != FAMILY + "name" and (real_rows[c] != ABSENT).any()]
+    fields = labels(configs, own) if own else pd.Series("", index=configs.index)
+    t = t.assign(_own=t.config_hash.map(fields).fillna(""), _gap=t.bias_target_gap.where(~t.collapsed))
+    keys = ["setting", "merge", "family", "_own", "arm", "k", "seed"]
+    at_k = t[t.k >= 2].groupby(keys, sort=False)[["_q", "_gap"]].mean().reset_index()
+    stack = at_k[~at_k.family.isin(joints)]
+    joint = at_k[at_k.family.isin(joints)]
+    joint = joint.assign(family=joint.family.map(joints))
+    paired = stack.merge(joint, on=["setting", "merge", "family", "_own", "k", "seed"], suffixes=("_stack", "_joint"))
+    paired = paired.assign(value=paired._q_stack - paired._q_joint, gap=paired._gap_stack - paired._gap_joint)
+    pair = ["setting", "merge", "arm_stack", "arm_joint"]
+    per = paired.groupby([*pair, "seed"], sort=False).agg(value=("value", "mean"), gap=("gap", "mean")).reset_index()
+    s = t_inference(seed_summary(per, pair), "greater")
+    extra = paired.groupby(pair).agg(ks=("k", lambda k: ", ".join(str(x) for x in sorted(set(k))))).join(
+        per.groupby(pair).gap.mean()).reset_index()
+    s = s.merge(extra, on=pair, how="left")
+
+    def make(r):
+        col, unit = _quality_name(quality, r.setting)
+        return Claim(f"stack vs joint ({r.arm_stack} vs {r.arm_joint}, {r.merge})", STACK_VS_JOINT,
+                     f"{col} ({unit}, as a loss) of the stack of k minus the joint adapter's, at the same seed and k "
+                     f"(k = {r.ks}), per-seed mean over those k", test="one-sided t-test over seeds, paired by seed and "
+                     "k (difference > 0)", hypothesis="stack vs joint",
+                     note=f"bias gap, stack minus joint at the same points: {r.gap:.4g} (mean over seeds)")
+
+    made = _claims(s, make)
+    got = set(zip(s.setting, s.arm_joint, s["merge"]))
+    for (setting, arm, merge, family), _ in t[t.family.isin(joints)].groupby(["setting", "arm", "merge", "family"],
+                                                                              sort=True):
+        if (setting, arm, merge) not in got:
+            made.append(Claim(f"stack vs joint ({arm}, {merge})", STACK_VS_JOINT, "", setting=setting,
+                              hypothesis="stack vs joint",
+                              note=f"no {joints[family]} rows of the same seeds, family fields, setting and merge "
+                                   "method at the joint's k >= 2 to pair with"))
     return made
 
 
@@ -849,10 +911,12 @@ def analyse(df: pd.DataFrame, schema: TableSchema, opt: Optional[Options] = None
     opt = opt or Options()
     df, fields = prepare(df)
     df, quality = quality_columns(df, schema)
-    controls = control_families(schema)
-    real = df[~df.family.isin(controls)]  # null arms: their own H1 line and H1 vs null, no other claim
+    controls, joints = control_families(schema), joint_families(schema)
+    # null arms: their own H1 line and H1 vs null; joint arms: their own H1 line and stack vs joint; no other claim
+    real = df[~df.family.isin([*controls, *joints])]
     c2, per_k = h2(real, quality)
-    claims = [*h1(df, quality), *h1_null(df, quality, controls), *c2, *h3(real, gaps), *h3_after_use(real),
+    claims = [*h1(df, quality), *h1_null(df[~df.family.isin(joints)], quality, controls),
+              *stack_vs_joint(df[~df.family.isin(controls)], quality, joints), *c2, *h3(real, gaps), *h3_after_use(real),
               *h4(real, schema), *h5(real, schema, opt), *h6(real, schema, opt)]
     claims += _untestable(schema, claims)
     p = [c.p if c.n > 0 else NAN for c in claims]
