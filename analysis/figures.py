@@ -56,14 +56,19 @@ def control_of(schema: TableSchema, family: str) -> Optional[str]:
     return schema.families.get(family, {}).get("control_of")
 
 
+def joint_of(schema: TableSchema, family: str) -> Optional[str]:
+    """The real family a joint family is the reference of, as the table declares (None: not a joint)."""
+    return schema.families.get(family, {}).get("joint_of")
+
+
 def family_order(schema: TableSchema) -> List[str]:
-    """The declared families, by space (weight, output, input), then by name, each control family
-    right after the real family it stands in for."""
+    """The declared families, by space (weight, output, input), then by name, each control or joint
+    family right after the real family it stands in for."""
     fams = schema.families
 
     def key(f):
         space = fams[f].get("space", "")
-        real = control_of(schema, f)
+        real = control_of(schema, f) or joint_of(schema, f)
         return (SPACE_ORDER.index(space) if space in SPACE_ORDER else len(SPACE_ORDER), real or f, real is not None, f)
 
     return sorted(fams, key=key)
@@ -85,7 +90,8 @@ def family_color(schema: TableSchema, family: str) -> str:
 def arm_style(schema: TableSchema, arms) -> Dict[str, dict]:
     """Colour by family (as the family declares it: a control family declares its real family's);
     a second arm of the same family gets the next line style. A control family's arms (declared
-    `control_of`) are dashed, a real family's never are."""
+    `control_of`) are dashed, a real family's never are. A joint family's (declared `joint_of`: a
+    few k only) are drawn with square markers in its own colour, so its points stand out."""
     out, seen = {}, {}
     for a in arm_order(schema, arms):
         fam = arm_family(a)
@@ -93,7 +99,8 @@ def arm_style(schema: TableSchema, arms) -> Dict[str, dict]:
         seen[fam] = i + 1
         label = family_label(schema, fam) + (a[len(fam):] if a != fam else "")
         styles = DASHED if control_of(schema, fam) else LINESTYLES
-        out[a] = {"color": family_color(schema, fam), "linestyle": styles[i % len(styles)], "label": label}
+        out[a] = {"color": family_color(schema, fam), "linestyle": styles[i % len(styles)], "label": label,
+                  "marker": "s" if joint_of(schema, fam) else "o"}
     return out
 
 
@@ -251,7 +258,7 @@ def metric_figure(df: pd.DataFrame, schema: TableSchema, metric: str, out: Path)
                 b = _band(g[g["merge"] == merge], schema, world, metric)
                 if not b.empty:
                     st = styles[arm]
-                    _line_with_band(ax, b, st["color"], f"{st['label']}, {merge}", st["linestyle"])
+                    _line_with_band(ax, b, st["color"], f"{st['label']}, {merge}", st["linestyle"], st["marker"])
             if is_log(schema, world, metric):
                 ax.set_yscale("log")
             line = _reference_line(schema.metric(metric, world))

@@ -24,7 +24,7 @@ from lora_lab.results import family_declaration
 from lora_lab.run import run
 from lora_lab.training import Encoded, Interleaved, LMObjective, union
 
-from analysis import stats
+from analysis import figures, stats
 from analysis.simulate import SCHEMA, simulate
 from test_analysis import claim, with_config
 
@@ -160,12 +160,17 @@ def test_stack_vs_joint_follows_a_planted_effect_and_a_null():
     assert worse.verdict == "not supported"
 
 
-def test_joint_arms_enter_h1_and_stack_vs_joint_only():
+def test_joint_arms_enter_h1_and_stack_vs_joint_only_and_draw_as_their_own_curve(tmp_path):
     df = joint_table(effect=0.3)
     plain = stats.analyse(df[df.family != "joint_lora"], JOINT_SCHEMA)
     a = stats.analyse(df, JOINT_SCHEMA)
     assert {c.id for c in a.claims} - {c.id for c in plain.claims} == {"H1 (joint_lora, sum)",
                                                                        "stack vs joint (lora vs joint_lora, sum)"}
+    st = figures.arm_style(JOINT_SCHEMA, df.family.unique())
+    assert st["joint_lora"]["marker"] == "s" and st["joint_lora"]["color"] == "#56B4E9" and st["lora"]["marker"] == "o"
+    assert figures.family_order(JOINT_SCHEMA).index("joint_lora") == figures.family_order(JOINT_SCHEMA).index("lora") + 1
+    drawn = figures.metric_figure(a.data, JOINT_SCHEMA, "quality_nll_delta", tmp_path)  # 4 joint points beside 5
+    assert all(p.stat().st_size > 0 for p in drawn)
     alone = stats.analyse(df[df.family == "joint_lora"], JOINT_SCHEMA)
     lone = claim(alone.claims, "stack vs joint (joint_lora, sum)")
     assert lone.verdict == "not testable" and "no lora rows" in lone.note
