@@ -165,7 +165,9 @@ class Task(Protocol):
         """The targets, one adapter each (each has `.id` and `.kind`)."""
 
     def objective(self, target: Any, tokenizer: Any, acfg: Any, seed: int) -> Any:
-        """The training objective of one target's adapter (`training.Objective`)."""
+        """The training objective of one target's adapter (`training.Objective`). A joint adapter's
+        is `training.union` of its targets' objectives: a `training.LMObjective` concatenates with
+        others of its kind, any other objective is interleaved step by step."""
 
     def reference(self, model: Any, tok: Any) -> Any:
         """The base's numbers, computed once: what every composition is compared with."""

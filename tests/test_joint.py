@@ -113,17 +113,17 @@ def test_the_joint_adapter_of_one_target_is_the_single_adapter(base_and_cache, j
 
 def test_a_joint_run_has_rows_at_the_joint_ks_only(tmp_path, base_and_cache, monkeypatch):
     monkeypatch.setenv("LORA_LAB_CACHE", str(base_and_cache[2].root))  # the base is a cache hit
-    cfg = compose_cfg([*QUICK, "family=joint_steer", "compose.merge=[sum,mean]"])
+    cfg = compose_cfg([*QUICK, "adapters.n=3", "compose.schedule=[0,1,3]", "family=joint_steer", "family.ks=[3]",
+                       "compose.merge=[sum,mean]"])
     out = run(cfg, tmp_path)
     df = out["results"]
-    assert sorted(df.k.unique()) == [0, 1, 4] and set(df.ordering) == {0} and set(df["merge"]) == {"sum", "mean"}
-    assert len(df) == 6 and (df.family == "joint_steer").all()
-    rows = out["adapters"]["rows"]
-    assert [(r["k"], r["steps"]) for r in rows] == [(1, 4), (4, 16)]
-    four = df[df.k == 4].iloc[0]
-    assert sorted(four.adapters) == sorted(rows[1]["targets"])
+    assert sorted(df.k) == [0, 0, 3, 3] and set(df.ordering) == {0} and sorted(df["merge"]) == ["mean", "mean", "sum", "sum"]
+    assert (df.family == "joint_steer").all()
+    (row,) = out["adapters"]["rows"]
+    assert (row["k"], row["steps"]) == (3, 12)  # k x adapters.steps
+    assert sorted(df[df.k == 3].iloc[0].adapters) == row["targets"]
     report = json.loads((tmp_path / "adapters_report.json").read_text())
-    assert [r["k"] for r in report["adapters"]] == [1, 4]
+    assert [r["k"] for r in report["adapters"]] == [3]
 
 
 # ----------------------------------------------------------------------------- the claim, on planted tables
