@@ -245,7 +245,8 @@ def test_sweep_runs_every_family_and_combines(tmp_path):
     assert p.returncode == 0, out
     df = pd.read_parquet(tmp_path / "sweep" / "results.parquet")
     assert set(df.family) == {"lora", "steer", "prompt"} and df.ordering.nunique() == 2 and set(df.seed) == {0}
-    assert len(df) == 3 * 2 * 4 and list(df.columns) == COLUMNS
+    # the families' columns, united: the pre-processor's mode adds the prompt tokens it costs
+    assert len(df) == 3 * 2 * 4 and list(df.columns) == [*COLUMNS, "cost_prompt_tokens"]
     assert "results: " in out and str(tmp_path / "sweep" / "results.parquet") in out
 
 
