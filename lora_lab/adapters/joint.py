@@ -66,7 +66,7 @@ def joint_payload(cfg, base_key: str, target: JointTarget, data: str) -> Dict[st
     del payload["target"]
     k = len(target.targets)
     return {**payload, "targets": [dataclasses.asdict(t) for t in target.targets],
-            "train": {**payload["train"], "steps": k * cfg.adapters.steps,
+            "train": {**payload["train"], "steps": k * payload["train"]["steps"],
                       "objective": f"{OBJECTIVE}, on the union of the targets' corpora"}}
 
 
@@ -91,13 +91,15 @@ def build_joint(cfg, base, task, cache: ArtifactCache, targets: Sequence[Any], o
         def build(d, jt=jt, k=k):
             objective = union([task.objective(t, base.tokenizer, cfg.adapters, adapter_seed(cfg.seed, t))
                                for t in jt.targets])
-            acfg = dataclasses.replace(cfg.adapters, steps=k * cfg.adapters.steps)
-            meta = real.train(base, fcfg, objective, acfg, joint_seed(cfg.seed, jt), d, progress, desc=jt.id)
+            # k times one adapter's budget (the family's own steps, else adapters.steps), as the real family trains
+            acfg = dataclasses.replace(cfg.adapters, steps=k * cfg.adapters.steps_for(fcfg))
+            kcfg = dataclasses.replace(fcfg, steps=None) if hasattr(fcfg, "steps") else fcfg
+            meta = real.train(base, kcfg, objective, acfg, joint_seed(cfg.seed, jt), d, progress, desc=jt.id)
             return {**meta, "target": jt.id} if k == 1 else {**meta, "targets": [t.id for t in jt.targets]}
 
         entry = cache.get_or_build(kind, content_key("adapter", payload), build, describe=payload)
         tensors, factors = real.load(entry.path)
-        out[jt.id] = Adapter(jt, family.name, tensors, {**entry.meta, "cache_hit": entry.hit, "steps": k * cfg.adapters.steps},
+        out[jt.id] = Adapter(jt, family.name, tensors, {**entry.meta, "cache_hit": entry.hit, "steps": k * cfg.adapters.steps_for(fcfg)},
                              entry.path, factors=factors)
     return out
 
