@@ -311,6 +311,16 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
         """Computed on the first curve that is not in the cache, then shared."""
         return base.handle.hidden(task.heldout_inputs())
 
+    # What a curve's numbers depend on. A family that merges nothing (the pre-processor applies its
+    # rules, a joint family its one adapter) does not depend on the merge methods' parameters
+    # (`compose.lam`, ...): jobs that differ in them alone share its curves, each job's rows then
+    # carrying that job's own identity (its config and setting).
+    if family.space == "input" or joints is not None:
+        unmerged = {f"compose.{p.name}" for p in catalog.merge_params()}
+        curve_config = config_hash({k: v for k, v in json.loads(identity["config"]).items() if k not in unmerged})
+    else:
+        curve_config = chash
+
     for merge, o in tqdm(jobs, desc=f"stack {family.name}", disable=not progress):
         ident = {**identity, "ordering": o}
 
@@ -320,10 +330,10 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
             return {"rows": len(part)}
 
         # the base's key: a model loaded by path is keyed by its weights, which the config does not name
-        key = content_key("curve", {"config": chash, "base": base.key, "data": task.world.fingerprint, "merge": merge,
+        key = content_key("curve", {"config": curve_config, "base": base.key, "data": task.world.fingerprint, "merge": merge,
                                     "ordering": o, "rows": 7, "columns": [m.column for m in world.metrics]})
         entry = cache.get_or_build("curve", key, build)
-        part = json.loads((entry.path / "rows.json").read_text())
+        part = [{**r, **ident} for r in json.loads((entry.path / "rows.json").read_text())]
         if joints is not None:
             part = [{**r, "merge": m} for m in merges for r in part]
         rows += part

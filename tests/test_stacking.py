@@ -172,6 +172,24 @@ def test_same_config_same_numbers(tmp_path):
     pd.testing.assert_frame_equal(numbers(a), numbers(b))
 
 
+def test_a_family_that_merges_nothing_shares_its_curves_across_merge_parameters(tmp_path, monkeypatch):
+    """The pre-processor's curves do not depend on λ: a second job that differs in `compose.lam` alone
+    computes no curve, and its rows carry its own config (their own setting) with the same numbers."""
+    cache = tmp_path / "cache"
+    one = _run(tmp_path / "one", "family=prompt", "latency.enabled=false", cache=cache)["results"]
+    calls = []
+    real = stacking.curve
+    monkeypatch.setattr(stacking, "curve", lambda *a, **k: calls.append(1) or real(*a, **k))
+    half = _run(tmp_path / "half", "family=prompt", "latency.enabled=false", "compose.lam=0.5", cache=cache)["results"]
+    assert calls == []
+    assert set(one.config_hash).isdisjoint(half.config_hash) and half.config.str.contains('"compose.lam": 0.5').all()
+    cols = [c for c in one.columns if c not in ("run_id", "config_hash", "config")]
+    pd.testing.assert_frame_equal(one[cols], half[cols])
+    # a family that merges does depend on it: its curves are recomputed
+    _run(tmp_path / "lora", "family=lora", "latency.enabled=false", "compose.lam=0.5", cache=cache)
+    assert len(calls) > 0
+
+
 def test_resume_after_injected_failure(tmp_path, monkeypatch):
     reference_df = _run(tmp_path / "ref", "compose.merge=[sum,mean]")["results"]
     real, calls = stacking.curve, []
