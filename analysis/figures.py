@@ -143,6 +143,8 @@ def _legend_below(ax, ncol: int = 1) -> None:
 
 
 def _line_with_band(ax, b: pd.DataFrame, color: str, label: str, linestyle: str = "-", marker: Optional[str] = "o") -> None:
+    if b.empty:  # nothing measured (e.g. a joint family's interference: it has no adapter alone to compare with)
+        return
     ax.plot(b.k, b["mean"], color=color, label=label, linestyle=linestyle, marker=marker, markersize=2.5)
     ax.fill_between(b.k, b.lo.astype(float), b.hi.astype(float), color=color, alpha=0.2, linewidth=0)
     hit = b[b.collapsed > 0]

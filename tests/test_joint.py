@@ -171,6 +171,11 @@ def test_joint_arms_enter_h1_and_stack_vs_joint_only_and_draw_as_their_own_curve
     assert figures.family_order(JOINT_SCHEMA).index("joint_lora") == figures.family_order(JOINT_SCHEMA).index("lora") + 1
     drawn = figures.metric_figure(a.data, JOINT_SCHEMA, "quality_nll_delta", tmp_path)  # 4 joint points beside 5
     assert all(p.stat().st_size > 0 for p in drawn)
+    # per-target gaps: a joint job has no adapter alone (alone_gap NaN), so no interference to draw for it
+    rows = a.data[a.data.family.isin(["lora", "joint_lora"]) & (a.data.k >= 1)]
+    gaps = rows[["config_hash", "merge", "ordering", "k", "seed", "family"]].assign(
+        adapter="t0", gap=0.2, alone_gap=np.where(rows.family == "lora", 0.1, np.nan))
+    assert all(p.stat().st_size > 0 for p in figures.interference_figure(gaps, a.data, JOINT_SCHEMA, tmp_path))
     alone = stats.analyse(df[df.family == "joint_lora"], JOINT_SCHEMA)
     lone = claim(alone.claims, "stack vs joint (joint_lora, sum)")
     assert lone.verdict == "not testable" and "no lora rows" in lone.note
