@@ -327,8 +327,8 @@ class EvalConfig:
     # 0 turns it off. Each point costs one evaluation of the model; trained families only.
     frontier_adapters: int = 2
     frontier_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    # Leave-one-out (H3): on the first this many orderings of each merge method, at every k >= 2 of
-    # the schedule, each included adapter of a trained weight- or output-space family is left out of
+    # Leave-one-out (H3): on the first this many orderings of each merge method, at k = 2, 4, 8, ...
+    # and the largest k of the schedule, each included adapter of a trained weight- or output-space family is left out of
     # the k-stack (the other k - 1 composed by the same method at the k-stack's parameters) and every
     # included target's gap is measured (target_gaps.parquet: loo_gap, loo_others). Costs k gap-only
     # probes per k. 0: off.

@@ -235,7 +235,7 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
                 moved = shift()
                 ms, count = latency(), per_token()
-            if loo and k >= 2:
+            if loo and k >= 2 and (k & (k - 1) == 0 or k == max(ks)):  # k = 2, 4, 8, ... and the largest
                 gaps = leave_one_out(family, handle, task, model, tok, acc, [adapters[i] for i in order[:k]], gaps)
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
         metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)

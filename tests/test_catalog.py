@@ -18,7 +18,7 @@ def test_the_catalog_and_config_checks_import_no_torch():
             "print(len(catalog.families()), len(catalog.merges()), len(catalog.worlds()), heavy)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["5", "5", "3", "[]"]
+    assert r.stdout.split() == ["7", "5", "3", "[]"]  # families: lora, steer, prompt, two nulls, two joint references
 
 
 def test_the_listing_names_every_plugin_and_what_combines():

@@ -5,6 +5,7 @@ wrapped by a handle written in this test. The LoRA and steering families train, 
 and remove adapters on it through the handle alone; merge methods take its conv-kernel deltas.
 """
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,8 @@ import torch
 from torch import nn
 
 from lora_lab import catalog
-from lora_lab.contracts import ModelHandle
+from lora_lab.config import AdaptersConfig
+from lora_lab.contracts import TRAINED_DIR, ModelHandle
 from lora_lab.families.lora import LoraFamilyConfig, unmerged
 from lora_lab.families.steer import SteerFamilyConfig
 from lora_lab.merges import MergeParams, merge
@@ -83,7 +85,7 @@ def net():
 
 def _train(family, fcfg, net, tmp_path: Path, seed=0):
     handle = ConvHandle(net)
-    acfg = SimpleNamespace(steps=30, batch_size=8)
+    acfg = AdaptersConfig(steps=30, batch_size=8)
     meta = family.train(SimpleNamespace(handle=handle), fcfg, Regress(), acfg, seed, tmp_path, False, "test")
     tensors, factors = family.load(tmp_path)
     return handle, meta, tensors, factors
@@ -140,9 +142,11 @@ def test_null_lora_on_convolutions_keeps_each_kernels_delta_norm(net, tmp_path):
     """The null control through the same handle: LoRA's adapter, trained alike, then random conv and
     linear factors whose delta has each module's trained norm; PEFT still loads it unmerged."""
     cfg = dict(rank=2, alpha=4.0, lr=1e-2)
-    _, _, real, _ = _train(catalog.family("lora"), LoraFamilyConfig(**cfg), net, tmp_path / "lora")
+    handle, _, real, _ = _train(catalog.family("lora"), LoraFamilyConfig(**cfg), net, tmp_path / "lora")
     family = catalog.family("null_lora")
-    handle, _, null, factors = _train(family, family.schema(**cfg), net, tmp_path / "null")
+    shutil.copytree(tmp_path / "lora", tmp_path / "null" / TRAINED_DIR)  # as the adapter stage hands it over
+    family.derive(tmp_path / "null", 0)
+    null, factors = family.load(tmp_path / "null")
     assert set(null) == set(real) == {"conv", "block.0", "head"}
     for m in real:
         assert null[m].shape == real[m].shape
