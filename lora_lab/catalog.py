@@ -235,6 +235,16 @@ def joint_of(family) -> Optional[str]:
     return getattr(family, "joint_of", None)
 
 
+def real_config(fcfg, real: str):
+    """The config of the real family `real` with the values of `fcfg`, the config of a family that
+    stands in for it (a control or a joint reference): what trains and keys its real adapter, so both
+    share the real family's cache entries."""
+    import dataclasses
+
+    schema = family(real).schema
+    return schema(**{f.name: getattr(fcfg, f.name) for f in dataclasses.fields(schema) if f.name != "name"})
+
+
 def families() -> Dict[str, Any]:
     discover()
     return dict(_families)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import catalog
 from ..cache import ArtifactCache, content_key
-from ..families.joint import joint_ks, real_config
+from ..families.joint import joint_ks
 from ..training import union
 from . import Adapter
 from .calibrate import Calibration, calibrate
@@ -60,7 +60,8 @@ def joint_seed(seed: int, target: JointTarget) -> int:
 
 def joint_payload(cfg, base_key: str, target: JointTarget, data: str) -> Dict[str, Any]:
     """Everything a joint adapter depends on. One target: the single adapter's payload exactly."""
-    payload = adapter_key_payload(cfg, base_key, target.targets[0], data, real_config(cfg.family))
+    real = catalog.joint_of(catalog.family(cfg.family.name))
+    payload = adapter_key_payload(cfg, base_key, target.targets[0], data, catalog.real_config(cfg.family, real))
     if len(target.targets) == 1:
         return payload
     del payload["target"]
@@ -75,7 +76,7 @@ def build_joint(cfg, base, task, cache: ArtifactCache, targets: Sequence[Any], o
     """{joint target id: its adapter} for every ordering's prefix at the joint ks (each set once)."""
     family = catalog.family(cfg.family.name)
     real = catalog.family(catalog.joint_of(family))
-    fcfg = real_config(cfg.family)
+    fcfg = catalog.real_config(cfg.family, real.name)
     ks = [k for k in joint_ks(cfg.family, cfg.compose.ks(len(targets))) if k > 0]
     sets = {}
     for order in orders:

@@ -80,9 +80,7 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
         def derived(d, t=t, seed=seed):
             """A control stands in for its real family's adapter: that one comes from (or goes to) the
             real family's own cache entry, trained once for both; the control derives its random one."""
-            rfam = catalog.family(real)
-            rcfg = rfam.schema(**{f.name: getattr(cfg.family, f.name) for f in dataclasses.fields(rfam.schema)
-                                  if f.name != "name"})
+            rfam, rcfg = catalog.family(real), catalog.real_config(cfg.family, real)
             rpayload = adapter_key_payload(cfg, base.key, t, task.world.fingerprint, rcfg)
             entry = cache.get_or_build(f"adapter_{rfam.name}", content_key("adapter", rpayload),
                                        functools.partial(trained, t=t, seed=seed, fam=rfam, fcfg=rcfg), describe=rpayload)

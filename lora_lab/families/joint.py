@@ -13,7 +13,6 @@ config is checked: nothing here imports torch.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, replace
 from typing import List, Optional
 
@@ -56,15 +55,6 @@ class JointSteerFamilyConfig(SteerFamilyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_joint(self)
-
-
-def real_config(fcfg):
-    """The real family's config with a joint config's values: what trains the joint adapter (and
-    keys it, so the joint adapter of one target is the real family's single adapter)."""
-    from .. import catalog
-
-    schema = catalog.family(catalog.joint_of(catalog.family(fcfg.name))).schema
-    return schema(**{f.name: getattr(fcfg, f.name) for f in dataclasses.fields(schema) if f.name != "name"})
 
 
 def joint_ks(fcfg, composed: List[int]) -> List[int]:
