@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(PY) -m lora_lab.run +sweep=stacking $(ARGS)
 
+# One pytest-xdist worker per core, each test file on one worker (module fixtures shared), each
+# worker on a core of its own (tests/conftest.py). TEST_JOBS=0: in this process, one test after another.
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench_eval.py

@@ -12,6 +12,17 @@ CONF = ROOT / "conf"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs one worker per core), each worker keeps to a core of its
+    own: torch then runs one intra-op thread per worker (lora_lab/threads.py reads the affinity),
+    and two workers never spin at each other's barriers on a shared core."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+        os.environ["OMP_NUM_THREADS"] = "1"  # before torch is first imported in this worker
+
 # A world and model small enough to pretrain in a couple of seconds on one core.
 TINY = [
     "world.roles=6",
