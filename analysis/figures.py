@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lora_lab.schema import SHIFT, Metric, TableSchema  # noqa: E402
+from lora_lab.schema import SAMPLES_DIR, SHIFT, Metric, TableSchema, parse_sample_file  # noqa: E402
 
 from .stats import TRAINED, band, gap_unit, mode_label, world_of  # noqa: E402
 
@@ -484,3 +484,63 @@ def frontier_figure(front: pd.DataFrame, data: pd.DataFrame, schema: TableSchema
         for ax in list(axes.flat)[len(settings):]:
             ax.set_visible(False)
         return _save(fig, out, "fig_frontier")
+
+
+def sample_grids(sweep_dir: Path, data: pd.DataFrame) -> pd.DataFrame:
+    """Every sample grid a run of the sweep wrote (`<job>/samples/*.png`, an image world's), with the
+    setting and arm of its job (read from the job's own results.parquet)."""
+    rows = []
+    for folder in sorted(Path(sweep_dir).rglob(SAMPLES_DIR)):
+        table = folder.parent / "results.parquet"
+        if not folder.is_dir() or not table.exists():
+            continue
+        chash = pd.read_parquet(table, columns=["config_hash"]).config_hash.iloc[0]
+        job = data[data.config_hash == chash]
+        if job.empty:
+            continue
+        for png in sorted(folder.glob("*.png")):
+            meta = parse_sample_file(png.name)
+            if meta is not None:
+                rows.append({**meta, "path": png, "setting": job.setting.iloc[0], "arm": job.arm.iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def samples_figure(sweep_dir: Path, data: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
+    """Sample grids side by side, one figure per setting: a row per family (arm), columns k = 0, 1
+    and the largest k it composed; the lowest seed and the primary merge method. Each grid is one
+    row per role (its neutral prompt) of images from the same noise at every k. [] without grids."""
+    grids = sample_grids(sweep_dir, data)
+    if grids.empty:
+        return []
+    paths: List[Path] = []
+    for i, setting in enumerate(sorted(grids.setting.unique())):
+        g = grids[grids.setting == setting]
+        arms = arm_order(schema, g.arm.unique())
+        labels = arm_style(schema, arms)
+        cells = []
+        for arm in arms:
+            a = g[(g.arm == arm) & (g.seed == g[g.arm == arm].seed.min())]
+            a = a[a["merge"] == primary_merge(a)]
+            ks = sorted({0, 1, int(a.k.max())} & set(a.k))
+            cells.append([(arm, k, a[a.k == k].path.iloc[0]) for k in ks])
+        ncol = max(len(c) for c in cells)
+        fig, axes = plt.subplots(len(cells), ncol, figsize=(2.0 * ncol, 2.2 * len(cells)), squeeze=False)
+        for r, row in enumerate(cells):
+            for c in range(ncol):
+                ax = axes[r][c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for side in ax.spines.values():
+                    side.set_visible(False)
+                if c >= len(row):
+                    continue
+                arm, k, path = row[c]
+                ax.imshow(plt.imread(str(path)), interpolation="nearest")
+                ax.set_title(f"k = {k}", fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(textwrap.fill(labels[arm]["label"], 18), fontsize=8)
+        fig.suptitle(f"Samples per k (one row per role, its neutral prompt; same noise at every k)"
+                     + (f"\n{setting}" if setting else ""), fontsize=9)
+        name = "fig_samples" if i == 0 else f"fig_samples_{i}"
+        paths += _save(fig, out, name)
+    return paths

@@ -226,6 +226,9 @@ def build(sweep_dir: Path, out: Optional[Path] = None, opt: Optional[Options] = 
     (out / "claims.md").write_text(claims_markdown(a, opt, gaps))
     (out / "claims.tex").write_text(claims_latex(a))
     all_figures(a.data, schema, gaps, out)
+    from .figures import samples_figure
+
+    samples_figure(Path(sweep_dir), a.data, schema, out)
     front = load_frontier(Path(sweep_dir))
     if front is not None:
         from .figures import frontier_figure

@@ -747,14 +747,14 @@ def h5(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
     sa = t_inference(seed_summary(per_seed(gap, keys), keys), "less", null=opt.gap_goal)
 
     def make_a(r):
-        return Claim(f"H5a ({r.arm})", "a prompt pre-processor reaches the target proportions",
+        return Claim(f"H5a ({r.arm})", "an input-space family (prompt pre-processor, negative prompts) reaches the target proportions",
                      f"target gap ({gap_unit(schema, worlds.get(r.setting, ''))}) with the pre-processor, "
                      "mean over k >= 1, per-seed mean over orderings",
                      test=f"one-sided t-test over seeds (gap < {opt.gap_goal:g})", kind="less", null=opt.gap_goal,
                      hypothesis="H5a", note=costs.get((r.setting, r.arm), ""))
 
     out = _claims(sa, make_a)
-    out += _absent(every, out, "H5a", "a prompt pre-processor reaches the target proportions", "bias_target_gap",
+    out += _absent(every, out, "H5a", "an input-space family (prompt pre-processor, negative prompts) reaches the target proportions", "bias_target_gap",
                    lambda arm, merge: f"H5a ({arm})")
     t = df[df.space.isin(TRAINED) & (df.k >= 1)]
     q = pd.concat([t, df[(df.space == "input") & (df.k >= 1)]])
@@ -766,7 +766,7 @@ def h5(df: pd.DataFrame, schema: TableSchema, opt: Options) -> List[Claim]:
     sb = t_inference(seed_summary(m, ["setting", "prompt", "arm", "merge"]), "greater")
 
     def make_b(r):
-        return Claim(f"H5b ({r.prompt} vs {r.arm}, {r.merge})", "a prompt pre-processor loses less task quality than stacked adapters",
+        return Claim(f"H5b ({r.prompt} vs {r.arm}, {r.merge})", "an input-space family (prompt pre-processor, negative prompts) loses less task quality than stacked adapters",
                      f"quality loss of {r.arm} minus the pre-processor's, mean over k >= 1 (paired by seed and k)",
                      test="one-sided t-test over seeds, paired by seed (difference > 0)", hypothesis="H5b",
                      note=costs.get((r.setting, r.prompt), ""))
@@ -939,7 +939,7 @@ def _untestable(schema: TableSchema, claims: List[Claim]) -> List[Claim]:
                          "(loo_gap, loo_others, base_gap: eval.leave_one_out_orderings >= 1)"),
         "H3 after use (bias)": (H3_AFTER_USE_BIAS, "no trained-family rows in the table"),
         "H3 after use (quality)": (H3_AFTER_USE_QUALITY, "no trained-family rows in the table"),
-        "H5a": ("a prompt pre-processor reaches the target proportions", "no input-space family in the table"),
+        "H5a": ("an input-space family (prompt pre-processor, negative prompts) reaches the target proportions", "no input-space family in the table"),
         "H6": ("; ".join(modes) or "each inference mode costs what its family declares",
                "no family with latency in the table" if modes else "the table's families declare no inference mode"),
     }

@@ -8,7 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -36,8 +36,12 @@ class Base:
     train_seconds: float  # pretraining wall time when it was built (0 when loaded by path)
 
     @property
-    def handle(self) -> HFTextModel:
+    def handle(self):
         """The model as families see it (`contracts.ModelHandle`)."""
+        from .model.denoiser import DenoiserHandle, TinyDenoiser
+
+        if isinstance(self.model, TinyDenoiser):
+            return DenoiserHandle(self.model, self.tokenizer, self.model.sampler_steps, self.model.guidance)
         return HFTextModel(self.model, self.tokenizer)
 
 
@@ -117,6 +121,10 @@ def load_minilm(dtype: str = "float32", device: str = "cpu"):
 
 def get_base(cfg: Config, task, cache: ArtifactCache, progress: bool = True) -> Base:
     """Load the packaged encoder or `model.name_or_path`, or pretrain on the task's world (cached)."""
+    if getattr(cfg.model, "KIND", None) == "denoiser":
+        from .model.pretrain import get_denoiser
+
+        return get_denoiser(cfg, task, cache, progress)
     if cfg.model.name == "minilm":
         model, tokenizer, path = load_minilm(cfg.model.dtype.value, cfg.model.device.value)
         return Base(model, tokenizer, path, weights_key(model), cache_hit=True, train_seconds=0.0)
@@ -140,10 +148,20 @@ def get_base(cfg: Config, task, cache: ArtifactCache, progress: bool = True) -> 
     return Base(model, tokenizer, entry.path, key, entry.hit, float(entry.meta["train_seconds"]))
 
 
-def base_report(base: Base, task) -> Dict[str, Any]:
-    """What the task measures on the base (`base_report.json`), plus where it came from."""
+def base_report(base: Base, task, cache: Optional[ArtifactCache] = None) -> Dict[str, Any]:
+    """What the task measures on the base (`base_report.json`), plus where it came from. With a
+    cache, the measurement is kept there, keyed by the base and the world's data (its config
+    included): the jobs of a sweep that share a base measure it once (an image world's report
+    generates thousands of images)."""
+    if cache is None:
+        measured = task.base_report(base.model, base.tokenizer)
+    else:
+        payload = {"base": base.key, "data": task.world.fingerprint}
+        entry = cache.get_or_build("base_report", content_key("base_report", payload),
+                                   lambda d: {"report": task.base_report(base.model, base.tokenizer)}, describe=payload)
+        measured = entry.meta["report"]
     return {
-        **task.base_report(base.model, base.tokenizer),
+        **measured,
         "train_seconds": base.train_seconds,
         "cache_hit": base.cache_hit,
         "cache_key": base.key,

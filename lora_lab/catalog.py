@@ -84,6 +84,7 @@ class WorldSpec:
     models: Tuple[str, ...] = ("causal_lm",)  # model kinds it works with (a model schema's KIND)
     pretrained: bool = False  # needs a model loaded with its weights (it has no corpus to pretrain on)
     rewrites: bool = False  # its prompts can be rewritten by the prompt pre-processor (family=prompt)
+    negatives: bool = False  # its prompts can take a negative prompt, sampled with guidance against it (family=negative)
     collapse: Optional[str] = None  # a metric whose value below eval.collapse_mass marks a row collapsed
     check: Optional[Callable[[Any], None]] = None  # cross-field checks on the root config
     help: str = ""

@@ -104,6 +104,44 @@ class MiniLMModelConfig:
     device: Device = Device.auto
 
 
+class Prediction(str, Enum):
+    sample = "sample"  # the clean image
+    v_prediction = "v_prediction"
+    epsilon = "epsilon"
+
+
+@dataclass
+class DenoiserModelConfig:
+    """A small text-to-image denoiser built from diffusers parts and pretrained on the world
+    (`lora_lab/model/denoiser.py`): a text encoder over the world's words, a conditional UNet, a
+    DDIM sampler. Pretraining uses the `train` group (its `steps` and `batch_size`)."""
+
+    KIND: ClassVar[str] = "denoiser"
+    name: str = "tiny_unet"
+    channels: List[int] = field(default_factory=lambda: [16, 32])  # UNet block widths; one downsampling between each
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    text_dim: int = 64  # the text encoder's width (the UNet's cross-attention width)
+    text_layers: int = 1
+    text_heads: int = 4
+    prediction: Prediction = Prediction.sample
+    uncond_fraction: float = 0.1  # share of pretraining images shown with the empty prompt (for guidance)
+    sampler_steps: int = 10  # DDIM steps per image
+    guidance: float = 1.0  # classifier-free guidance scale of plain prompts (1: the conditional model alone)
+    device: Device = Device.cpu
+
+    def __post_init__(self) -> None:
+        p = "model"
+        _require(len(self.channels) >= 1 and all(c > 0 and c % 8 == 0 for c in self.channels), f"{p}.channels",
+                 "needs widths > 0, each a multiple of 8", list(self.channels))
+        for name in ("layers_per_block", "attention_head_dim", "text_dim", "text_layers", "text_heads", "sampler_steps"):
+            _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
+        _require(self.text_dim % self.text_heads == 0, f"{p}.text_dim", f"must be divisible by text_heads={self.text_heads}",
+                 self.text_dim)
+        _require(0.0 <= self.uncond_fraction < 1.0, f"{p}.uncond_fraction", "must be in [0, 1)", self.uncond_fraction)
+        _require(self.guidance > 0, f"{p}.guidance", "must be > 0", self.guidance)
+
+
 # --------------------------------------------------------------------------------------- train
 
 
@@ -423,7 +461,7 @@ class Config:
 TUNED_FIELDS = ("lr", "steps")
 
 # words for model kinds, for error messages
-KIND_WORDS = {"causal_lm": "causal language model", "encoder": "sentence encoder"}
+KIND_WORDS = {"causal_lm": "causal language model", "encoder": "sentence encoder", "denoiser": "text-to-image denoiser"}
 
 
 # The config fields that determine a run's numbers (not progress bars, cache location or logging).
@@ -494,7 +532,8 @@ def register_configs() -> None:
     # Schemas live in their own group so they are not listed as options of the real groups;
     # a group option names its schema with `- /schema/<name>@_here_` in its defaults list.
     schemas = {
-        "model": ModelConfig, "hf_model": HFModelConfig, "minilm_model": MiniLMModelConfig, "train": TrainConfig,
+        "model": ModelConfig, "hf_model": HFModelConfig, "minilm_model": MiniLMModelConfig,
+        "denoiser_model": DenoiserModelConfig, "train": TrainConfig,
         "adapters": AdaptersConfig, "compose": ComposeConfig, "logger": LoggerConfig,
         **{f"{name}_world": w.schema for name, w in catalog.worlds().items()},
         **{f"{name}_family": f.schema for name, f in catalog.families().items()},

@@ -131,6 +131,14 @@ class Family(Protocol):
     # alone where the real family stacks k (`adapters/joint.py`). Its config has the real family's
     # fields plus `ks` and `orderings`. Real families declare none.
     # joint_of: Optional[str]
+    # An input-space family (space "input": no parameters, the model left as it is) declares `needs`,
+    # the `WorldSpec` flag of the worlds whose inputs it can act on ("rewrites": the prompt
+    # pre-processor; "negatives": negative prompts), and two methods that ask the task for its rules:
+    #   rule(task, fcfg, targets) -> the exact expectation of what it does to any input (evaluate's
+    #     `rewrite` argument: `.variants(input)` -> [(input as the model sees it, probability)]);
+    #   deployed(task, fcfg, targets, seed) -> a callable that does it to one input, as deployed (timed).
+    # A job whose world lacks the flag is skipped with one line (a sweep over families reaches it).
+    # needs: str
 
     def train(self, base: Any, fcfg: Any, objective: Any, acfg: Any, seed: int, out_dir: Path, progress: bool,
               desc: str) -> Dict[str, Any]:
@@ -202,6 +210,11 @@ class Task(Protocol):
     def heldout_inputs(self) -> List[Any]:
         """Held-out text no adapter was trained on (the activation shift is measured on it)."""
 
+    # A world declared `negatives` provides negative prompts: negative(targets, guidance) -> the rule
+    #   of `family=negative` (callable on one input, and `.variants`); the model's handle samples a
+    #   (prompt, negative prompt, scale) input with classifier-free guidance against the negative.
+    # A world with images may provide samples(model, tok, rule=None) -> [rows, columns, 3, H, W] images
+    #   in [-1, 1] (fixed noise): each row's sample grid (`lora_lab/samples.py`).
     # A world declared `rewrites` also provides the prompt pre-processor's rules:
     #   rewrite(targets) -> the exact expectation over rewrites (evaluate's `rewrite` argument): the
     #     pre-processor sees every input, so evaluate scores quality on rewritten inputs too;

@@ -48,12 +48,13 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     from . import catalog
 
     spec, family = catalog.world(c.world.name), catalog.family(c.family.name)
-    if family.space == "input" and not spec.rewrites:
+    needs = getattr(family, "needs", None)  # an input-space family runs on worlds declaring this flag
+    if needs and not getattr(spec, needs):
         # A sweep over families reaches this job for every world; it has nothing to run here.
-        rewritable = [w for w, s in catalog.worlds().items() if s.rewrites]
-        log.warning("skipped: family=%s rewrites prompts; world=%s has none it can rewrite (worlds that do: %s)",
-                    family.name, c.world.name, ", ".join(rewritable))
-        return {"skipped": f"family={family.name} needs a world whose prompts it can rewrite: {rewritable}"}
+        able = [w for w, s in catalog.worlds().items() if getattr(s, needs)]
+        log.warning("skipped: family=%s needs a world with %s; world=%s has none (worlds that do: %s)",
+                    family.name, needs, c.world.name, ", ".join(able))
+        return {"skipped": f"family={family.name} needs a world with {needs}: {able}"}
     world = catalog.build_world(c.world, c.seed)  # reads and checks the data files: bad data stops here too
     # Imported here so a bad config or data file fails in about a second, without loading torch.
     import torch
@@ -62,7 +63,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
     from .results import FRONTIER, RESULTS, TARGET_GAPS, frontier_frame, table_schema, target_gaps_frame, to_frame
-    from .schema import write_table
+    from .schema import SAMPLES_DIR, write_table
     from .stacking import run_identity, stack
     from .tracking import tracker
     from .threads import job_threads
@@ -75,7 +76,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with tracker(c.logger, resolved, name=f"{family.name}-s{c.seed}", group=_group(), out_dir=out) as track:
         base = get_base(c, task, cache, progress=c.progress)
-        report = base_report(base, task)
+        report = base_report(base, task, cache)
         write_json_atomic(out / "base_report.json", report)
         track.log_summary("base", report)
         log.info("base %s (%s): %s", report["cache_key"],
@@ -108,7 +109,8 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
             write_table(frontier_frame(points, run_identity(c), spec.metrics), out / FRONTIER,
                         table_schema(spec.name, spec.metrics, family))
 
-        curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress, joints=joints)
+        curves = stack(c, base, task, adapters, ref, cache, on_curve=track.log_curve, progress=c.progress, joints=joints,
+                       samples_dir=out / SAMPLES_DIR)
         # each target's gap alone (a joint job trains no single adapters: NaN)
         alone = {r["adapter"]: r["stacked_gap"] for r in rows} if joints is None else {a.id: float("nan") for a in adapters}
         base_gaps = ({r["adapter"]: r["base_gap"] for r in rows} if joints is None

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 SPACES = ("weight", "output", "input")  # where a family intervenes: weights, layer outputs, the prompt
 TRAINED = ("weight", "output")  # the spaces of families that are trained and composed from parameters
@@ -278,3 +279,19 @@ def core_metrics(gap_label: str, drift_label: str, unit: str, what: str, lo: flo
         Metric("removal_gap", gap_label, unit, "lower", "bias", "Bias gap after removal", lo, hi,
                help="the gap on the included targets after the composition is removed again (the base's, exactly)"),
     )
+
+
+# An image world's sample grids (lora_lab/samples.py): a run writes them into SAMPLES_DIR, one PNG per
+# (family, seed, merge, k) of the first ordering; the report reads them back by name.
+SAMPLES_DIR = "samples"
+_SAMPLE = re.compile(r"^(?P<family>.+)-s(?P<seed>-?\d+)-(?P<merge>[^-]+)-k(?P<k>\d+)\.png$")
+
+
+def sample_file(family: str, seed: int, merge: str, k: int) -> str:
+    return f"{family}-s{seed}-{merge}-k{k}.png"
+
+
+def parse_sample_file(name: str) -> Optional[Dict[str, Any]]:
+    """{"family", "seed", "merge", "k"} of a sample grid's file name; None for another file."""
+    m = _SAMPLE.match(name)
+    return None if m is None else {"family": m["family"], "seed": int(m["seed"]), "merge": m["merge"], "k": int(m["k"])}

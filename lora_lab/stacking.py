@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import zlib
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -27,10 +29,13 @@ from .config import Config, check_schedule, numbers_config
 from .adapters.joint import joint_target
 from .families.joint import joint_ks
 from .latency import fixed_batch, flops, forward_ms
-from .schema import AFTER_USE, AFTER_USE_GAP, COLLAPSED, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY, SHIFT, TRAINED
+from .samples import write_png
+from .schema import AFTER_USE, AFTER_USE_GAP, COLLAPSED, REMOVED_AFTER_USE_GAP, REMOVED_AFTER_USE_QUALITY, SHIFT, TRAINED, sample_file
 
 # per-row {adapter id: its own gap, or {"gap": ..., extra float fields}}; goes to target_gaps.parquet, not results
 TARGET_GAPS = "_target_gaps"
+# per-row sample images of an image world (`samples.py`): written as PNG beside the curve, not into rows.json
+SAMPLES = "_samples"
 
 
 def orderings(n: int, m: int, seed: int) -> List[List[int]]:
@@ -199,17 +204,21 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         return forward_ms(handle.latency_step(inputs, rewrite, module), lat, settle=settle) if timed else nan
 
     tokens = handle.tokens(inputs) if timed else 1
-    typed = handle.tokens(inputs) if deployed.tokens else 0  # tokens of the latency inputs as typed
+    # the prompts' own tokens (a handle whose `tokens` counts pixels counts them with `prompt_tokens`)
+    prompt_tokens = getattr(handle, "prompt_tokens", handle.tokens)
+    typed = prompt_tokens(inputs) if deployed.tokens else 0  # tokens of the latency inputs as typed
 
     def added(rewrite) -> float:
         """Prompt tokens the rewrite adds per latency input: tokens rewritten minus as typed, ÷ inputs
         (deterministic and cheap, so every row has it, timed or not)."""
-        return (handle.tokens([rewrite(t) for t in inputs]) - typed) / len(inputs)
+        return (prompt_tokens([rewrite(t) for t in inputs]) - typed) / len(inputs)
 
     def per_token(rewrite=None, module=None) -> float:
         """FLOPs per token of the inputs as typed (before any rewrite): see latency.py."""
         return flops(handle.latency_step(inputs, rewrite, module)) / tokens if timed else nan
 
+    # sample grids of an image world (`samples.py`): every k of the first ordering
+    pictures = getattr(task, "samples", None) if identity["ordering"] == 0 else None
     rows, joint_at = [], {}
     for k in tqdm(range(max(ks) + 1), desc=f"{merge} ordering {identity['ordering']}", disable=not progress, leave=False):
         if k > 0 and acc is not None:
@@ -219,22 +228,30 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         included = [adapters[i].target for i in order[:k]]
         more = 0.0  # prompt tokens added per input: none, but by the pre-processor at k >= 1
         joint = joint_at[k] = joints[joint_target(included).id] if joints is not None and k > 0 else None
+        grid = None
         if k == 0:
             metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
             moved = shift()  # 0: the same model and inputs (a check that h0 is the base's)
             ms, count = latency(settle=True), per_token()
+            grid = pictures(model, tok) if pictures else None
         elif family.space == "input":
-            metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, task.rewrite(included))
-            moved = nan  # the pre-processor leaves the model as it is
-            ms = latency(task.rewriter(included, c.seed))
-            count = per_token(task.rewriter(included, c.seed))  # a rewriter seeded alike: the first timed pass's draws
-            more = added(task.rewriter(included, c.seed)) if deployed.tokens else nan
+            rule = family.rule(task, c.family, included)
+            metrics, gaps = task.evaluate(model, tok, ref, included, all_targets, rule)
+            moved = nan  # an input-space family leaves the model as it is
+            grid = pictures(model, tok, rule) if pictures else None
+
+            def rewriter():  # each use seeded alike: the first timed pass's draws
+                return family.deployed(task, c.family, included, c.seed)
+
+            ms, count = latency(rewriter()), per_token(rewriter())
+            more = added(rewriter()) if deployed.tokens else nan
         else:
             composed = joint.scaled() if joint is not None else acc.result()
             with family.apply(handle, composed):
                 metrics, gaps = task.evaluate(model, tok, ref, included, all_targets)
                 moved = shift()
                 ms, count = latency(), per_token()
+                grid = pictures(model, tok) if pictures else None
             if loo and k >= 2 and (k & (k - 1) == 0 or k == max(ks)):  # k = 2, 4, 8, ... and the largest
                 gaps = leave_one_out(family, handle, task, model, tok, acc, [adapters[i] for i in order[:k]], gaps)
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
@@ -249,6 +266,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             metrics.update(measure(k, composed if k > 0 else None, included))
         row = {**identity, "merge": merge, "k": k, "adapters": [adapters[i].id for i in order[:k]], **metrics,
                SHIFT: moved, COLLAPSED: collapsed, deployed.column: ms, deployed.reference: base_ms, TARGET_GAPS: gaps}
+        if grid is not None:
+            row[SAMPLES] = grid
         if deployed.flops:
             row[deployed.flops] = count
         if deployed.tokens:
@@ -287,8 +306,10 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
 
 
 def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: ArtifactCache, on_curve=None,
-          progress: bool = True, joints: Optional[Dict[str, Adapter]] = None) -> List[Dict[str, Any]]:
-    """Every (merge, ordering) curve, each loaded from cache when it was finished before.
+          progress: bool = True, joints: Optional[Dict[str, Adapter]] = None,
+          samples_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """Every (merge, ordering) curve, each loaded from cache when it was finished before. An image
+    world's sample grids (`samples.py`) are copied into `samples_dir`.
 
     A joint family (`joints`, `adapters/joint.py`): a curve per ordering of its first
     `family.orderings`, measured once and written under every merge method of the config (nothing
@@ -326,6 +347,9 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
 
         def build(d, merge=merge, o=o, ident=ident):
             part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states, joints)
+            for r in part:
+                if SAMPLES in r:
+                    write_png(d / f"samples_k{r['k']}.png", r.pop(SAMPLES))
             write_json_atomic(d / "rows.json", part)
             return {"rows": len(part)}
 
@@ -336,6 +360,11 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
         part = [{**r, **ident} for r in json.loads((entry.path / "rows.json").read_text())]
         if joints is not None:
             part = [{**r, "merge": m} for m in merges for r in part]
+        if samples_dir is not None:
+            for png in sorted(entry.path.glob("samples_k*.png")):
+                samples_dir.mkdir(parents=True, exist_ok=True)
+                for m in (merges if joints is not None else [merge]):
+                    shutil.copyfile(png, samples_dir / sample_file(family.name, c.seed, m, int(png.stem[len("samples_k"):])))
         rows += part
         if on_curve is not None:
             on_curve(part)

@@ -251,7 +251,7 @@ def test_calibrate_on_known_curves(curve, goal, reachable):
 
 
 def test_unknown_family_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"family.name: unknown family 'ia3', valid: \['joint_lora', 'joint_steer', 'lora', 'null_lora', 'null_steer', 'prompt', 'steer'\]"):
+    with pytest.raises(ValueError, match=r"family.name: unknown family 'ia3', valid: \['joint_lora', 'joint_steer', 'lora', 'negative', 'null_lora', 'null_steer', 'prompt', 'steer'\]"):
         catalog.family("ia3")
 
 

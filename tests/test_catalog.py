@@ -18,7 +18,8 @@ def test_the_catalog_and_config_checks_import_no_torch():
             "print(len(catalog.families()), len(catalog.merges()), len(catalog.worlds()), heavy)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["7", "5", "3", "[]"]  # families: lora, steer, prompt, two nulls, two joint references
+    # families: lora, steer, prompt, negative, two nulls, two joint references; worlds: synthetic, crows, seat, shapes
+    assert r.stdout.split() == ["8", "5", "4", "[]"]
 
 
 def test_the_listing_names_every_plugin_and_what_combines():
@@ -75,7 +76,7 @@ def test_registration_refuses_what_does_not_fit():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"world.name: unknown world 'imagenet', valid: \['crows', 'seat', 'synthetic'\]"):
+    with pytest.raises(ValueError, match=r"world.name: unknown world 'imagenet', valid: \['crows', 'seat', 'shapes', 'synthetic'\]"):
         catalog.world("imagenet")
     with pytest.raises(ValueError, match=r"compose.merge: unknown merge method 'slerp', valid: \["):
         catalog.merge_method("slerp")

@@ -59,4 +59,4 @@ def test_launchers_compose_with_the_sweep(launcher, target):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["+sweep=stacking", f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == target
-    assert cfg.hydra.sweeper.params.family == "lora,steer,prompt"
+    assert cfg.hydra.sweeper.params.family == "lora,steer,prompt,negative"

@@ -39,6 +39,9 @@ def _partners(group, option, tmp_path):
         ("model", "minilm"): ["world=seat"],
         ("world", "seat"): ["model=minilm"],
         ("world", "crows"): crows,
+        ("world", "shapes"): ["model=tiny_unet"],
+        ("model", "tiny_unet"): ["world=shapes"],
+        ("family", "negative"): ["world=shapes", "model=tiny_unet"],
     }.get((group, option), [])
 
 

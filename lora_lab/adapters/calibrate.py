@@ -19,7 +19,11 @@ class Calibration:
 
 
 def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float, tol: float = 0.005,
-              octaves: int = 10, steps_per_octave: int = 2, max_bisections: int = 30) -> Calibration:
+              octaves: int = 10, steps_per_octave: int = 2, max_bisections: int = 30,
+              width: float = 1e-3) -> Calibration:
+    """Bisection stops once the reduction at the bracket's top is within `tol` above the goal, or
+    the bracket is narrower than `width` × its top: a reduction measured on sampled images is a
+    step function of the scale, whose steps can be wider than `tol`."""
     n = octaves * steps_per_octave + 1  # max * 2^-octaves ... max, factor 2^(1/steps_per_octave) apart
     grid = [max_scale * 2.0 ** (-(n - 1 - i) / steps_per_octave) for i in range(n)]
     lo = 0.0
@@ -35,7 +39,7 @@ def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float
     else:
         return Calibration(best[0], best[1], reachable=False)
     for _ in range(max_bisections):
-        if r_hi - goal <= tol:
+        if r_hi - goal <= tol or hi - lo <= width * hi:
             break
         mid = 0.5 * (lo + hi)
         r = reduction(mid)

@@ -113,7 +113,7 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
 
         def gap_at(scale: float, tensors=ad.tensors) -> float:
             if family.space == "input":
-                return task.target_gap(model, tok, t, task.rewrite([t]))
+                return task.target_gap(model, tok, t, family.rule(task, cfg.family, [t]))
             with family.apply(base.handle, {k: v * scale for k, v in tensors.items()}):
                 return task.target_gap(model, tok, t)
 

@@ -24,6 +24,7 @@ class PromptFamily:
 
     name = "prompt"
     space = "input"
+    needs = "rewrites"  # the WorldSpec flag of the worlds it runs on
     schema = PromptFamilyConfig
     trainable = False
     factored = False
@@ -42,6 +43,14 @@ class PromptFamily:
 
     def apply(self, handle, tensors):
         return nullcontext(handle.module)  # the model is untouched; prompts are rewritten instead
+
+    def rule(self, task, fcfg, targets):
+        """The rewrite's exact expectation for these targets (what evaluation scores)."""
+        return task.rewrite(targets)
+
+    def deployed(self, task, fcfg, targets, seed: int):
+        """The rewrite as deployed: one sampled rewrite per input (timed)."""
+        return task.rewriter(targets, seed)
 
     def time_modes(self, handle, adapters, ks, time, flops):
         return {}

@@ -1,0 +1,105 @@
+"""The shapes world's input-space rules: the prompt pre-processor (`family=prompt`) and negative
+prompts (`family=negative`), each as deployed (it sees every prompt) and as its exact expectation.
+
+Pre-processor: a prompt that names a role a target covers on an axis, and no value of that axis,
+gets one value of the axis drawn from the target distribution (several targets on one (role, axis):
+their mean), in the grammar's order ("nurse" -> "green nurse"; "manga nurse" -> "green manga nurse").
+
+Negative prompt ("nurse -red"): for a prompt naming a covered role, the values a target wants less
+of than the base has (for a rebalancing target, those whose base probability exceeds the target's;
+for "everything is manga", every other style) that the prompt does not name itself, as a negative
+prompt in the same grammar ("red" or "red sketch"), sampled with classifier-free guidance against
+it at the family's guidance scale (Ho & Salimans 2022, eq. 6, with the negative prompt in place of
+the empty one, as Stable Diffusion pipelines do). A prompt with nothing to negate is left as it is.
+
+`variants(prompt)` -> [(conditioning, probability)]: what evaluation generates (images split
+between the variants in exact proportion); the rewriters sample one variant per prompt (timed).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ..synthetic.world import BiasTarget
+from .world import ShapesWorld
+
+
+def rules(world: ShapesWorld, targets: Sequence[BiasTarget]) -> Dict[Tuple[int, str], np.ndarray]:
+    """(role, axis) -> the distribution the targets on it want (their mean)."""
+    acc: Dict[Tuple[int, str], List[np.ndarray]] = {}
+    for t in targets:
+        for r in t.roles:
+            acc.setdefault((r, t.axis), []).append(np.asarray(t.dist, dtype=np.float64))
+    return {k: np.mean(v, axis=0) for k, v in acc.items()}
+
+
+class Rewrite:
+    """The pre-processor's rule for these targets."""
+
+    def __init__(self, world: ShapesWorld, targets: Sequence[BiasTarget]):
+        self.world, self.rules = world, rules(world, targets)
+
+    def slots(self, prompt: str) -> List[Tuple[str, np.ndarray]]:
+        said = self.world.parse(prompt)
+        r = said["role"]
+        if r is None:
+            return []
+        return [(ax.name, self.rules[(r, ax.name)]) for ax in self.world.axes
+                if said[ax.name] is None and (r, ax.name) in self.rules]
+
+    def apply(self, prompt: str, values: Dict[str, int]) -> str:
+        said = {**self.world.parse(prompt), **values}
+        return self.world.prompt(said["role"], said["colour"], said["style"])
+
+    def variants(self, prompt: str) -> List[Tuple[str, float]]:
+        slots = self.slots(prompt)
+        if not slots:
+            return [(prompt, 1.0)]
+        choices = [[(axis, v, float(p)) for v, p in enumerate(dist) if p > 0] for axis, dist in slots]
+        return [(self.apply(prompt, {a: v for a, v, _ in combo}), float(np.prod([p for *_, p in combo])))
+                for combo in itertools.product(*choices)]
+
+    def sample(self, prompt: str, rng: np.random.Generator) -> str:
+        return self.apply(prompt, {axis: int(rng.choice(len(d), p=d)) for axis, d in self.slots(prompt)})
+
+
+class Negative:
+    """Negative prompts for these targets (deterministic: its one variant has probability 1)."""
+
+    def __init__(self, world: ShapesWorld, targets: Sequence[BiasTarget], guidance: float):
+        self.world, self.guidance = world, guidance
+        self.unwanted: Dict[Tuple[int, str], set] = {}
+        for t in targets:
+            for r in t.roles:
+                base = world.base_dist[t.axis][r]
+                less = {v for v, (b, want) in enumerate(zip(base, t.dist)) if want < b}
+                self.unwanted.setdefault((r, t.axis), set()).update(less)
+
+    def negative(self, prompt: str) -> str:
+        said = self.world.parse(prompt)
+        r = said["role"]
+        words = []
+        for ax in self.world.axes:
+            if r is not None and said[ax.name] is None:
+                words += [ax.values[v] for v in sorted(self.unwanted.get((r, ax.name), ()))]
+        return " ".join(words)
+
+    def __call__(self, prompt):
+        neg = self.negative(prompt)
+        return (prompt, neg, self.guidance) if neg else prompt
+
+    def variants(self, prompt: str) -> List[Tuple[object, float]]:
+        return [(self(prompt), 1.0)]
+
+
+class PromptRewriter:
+    """The deployable pre-processor: one sampled rewrite per prompt."""
+
+    def __init__(self, world: ShapesWorld, targets: Sequence[BiasTarget], seed: int = 0):
+        self.rewrite, self.rng = Rewrite(world, targets), np.random.default_rng(seed)
+
+    def __call__(self, prompt: str) -> str:
+        return self.rewrite.sample(prompt, self.rng)
