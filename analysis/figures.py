@@ -539,7 +539,7 @@ def samples_figure(sweep_dir: Path, data: pd.DataFrame, schema: TableSchema, out
                 ax.set_title(f"k = {k}", fontsize=8)
                 if c == 0:
                     ax.set_ylabel(textwrap.fill(labels[arm]["label"], 18), fontsize=8)
-        fig.suptitle(f"Samples per k (one row per role, its neutral prompt; same noise at every k)"
+        fig.suptitle("Samples per k (one row per role, its neutral prompt; same noise at every k)"
                      + (f"\n{setting}" if setting else ""), fontsize=9)
         name = "fig_samples" if i == 0 else f"fig_samples_{i}"
         paths += _save(fig, out, name)

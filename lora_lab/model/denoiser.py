@@ -6,7 +6,7 @@ it, and a `diffusers.DDIMScheduler` that samples. The model predicts the clean i
 prediction) under a cosine schedule rescaled to zero terminal SNR (Lin et al. 2024, "Common
 Diffusion Noise Schedules and Sample Steps are Flawed", §3.1-3.3: trailing timestep spacing, the
 last step from pure noise), the combination that learned the world's glyphs and colour frequencies
-fastest of those measured (see `docs/shapes.md`).
+fastest of those measured (the README's "The shapes image world" has the numbers).
 
 `TinyDenoiser` is one `nn.Module` holding text encoder and UNet (LoRA and steering address its
 sub-modules by name: `unet.down_blocks.0.attentions.0...to_q`), saved as safetensors + JSON.

@@ -23,24 +23,16 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..synthetic.rewrite import rewrite_rules
 from ..synthetic.world import BiasTarget
 from .world import ShapesWorld
-
-
-def rules(world: ShapesWorld, targets: Sequence[BiasTarget]) -> Dict[Tuple[int, str], np.ndarray]:
-    """(role, axis) -> the distribution the targets on it want (their mean)."""
-    acc: Dict[Tuple[int, str], List[np.ndarray]] = {}
-    for t in targets:
-        for r in t.roles:
-            acc.setdefault((r, t.axis), []).append(np.asarray(t.dist, dtype=np.float64))
-    return {k: np.mean(v, axis=0) for k, v in acc.items()}
 
 
 class Rewrite:
     """The pre-processor's rule for these targets."""
 
     def __init__(self, world: ShapesWorld, targets: Sequence[BiasTarget]):
-        self.world, self.rules = world, rules(world, targets)
+        self.world, self.rules = world, rewrite_rules(world, targets)
 
     def slots(self, prompt: str) -> List[Tuple[str, np.ndarray]]:
         said = self.world.parse(prompt)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ...checks import resolve_seed
 from ..io import fingerprint
-from ..synthetic.world import BiasTarget, allocate
+from ..synthetic.world import BiasTarget, allocate, skews, target_dists
 from .config import ROLE_WORDS, ShapesWorldConfig
 from .render import GLYPHS, Renderer
 
@@ -54,18 +54,9 @@ class ShapesWorld:
         self.glyphs: List[str] = list(GLYPHS)[: cfg.roles]
         self.axes: List[Axis] = [Axis("colour", tuple(cfg.colours)), Axis("style", tuple(cfg.styles))]
         self.renderer = Renderer(self.glyphs, cfg.colours, cfg.styles, cfg.image_size)
-        self.dominant: Dict[str, np.ndarray] = {}
-        self.base_dist: Dict[str, np.ndarray] = {}
-        for ax in self.axes:
-            v = len(ax.values)
-            dom = rng.integers(0, v, cfg.roles)
-            dist = np.full((cfg.roles, v), (1.0 - cfg.bias_strength) / (v - 1))
-            dist[np.arange(cfg.roles), dom] = cfg.bias_strength
-            self.dominant[ax.name], self.base_dist[ax.name] = dom, dist
-        self.target_dist: Dict[str, np.ndarray] = {}
-        for ax in self.axes:
-            t = np.asarray(cfg.targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
-            self.target_dist[ax.name] = t / t.sum()
+        # each (role, axis) puts bias_strength on one value drawn per seed, as in the text world
+        self.dominant, self.base_dist = skews(rng, self.axes, cfg.roles, cfg.bias_strength)
+        self.target_dist = target_dists(self.axes, cfg.targets)
         triples = [(r, c, s) for r in range(cfg.roles) for c in range(len(cfg.colours)) for s in range(len(cfg.styles))]
         order = np.random.default_rng([self.seed, 5]).permutation(len(triples))
         cut = max(1, int(round(cfg.heldout_fraction * len(triples))))

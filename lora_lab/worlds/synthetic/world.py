@@ -115,6 +115,31 @@ def spread(n: int, sizes: Sequence[int]) -> np.ndarray:
     return counts
 
 
+def skews(rng: np.random.Generator, axes: Sequence, roles: int, strength: float
+          ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """Per axis (anything with `name` and `values`): each role's dominant value, drawn uniformly,
+    and its base distribution [roles, values], `strength` on the dominant value and the rest spread
+    evenly."""
+    dominant: Dict[str, np.ndarray] = {}
+    base: Dict[str, np.ndarray] = {}
+    for ax in axes:
+        v = len(ax.values)
+        dom = rng.integers(0, v, roles)
+        dist = np.full((roles, v), (1.0 - strength) / (v - 1))
+        dist[np.arange(roles), dom] = strength
+        dominant[ax.name], base[ax.name] = dom, dist
+    return dominant, base
+
+
+def target_dists(axes: Sequence, targets: Dict[str, Sequence[float]]) -> Dict[str, np.ndarray]:
+    """Per axis, its target distribution: the configured proportions normalised, uniform if none."""
+    out: Dict[str, np.ndarray] = {}
+    for ax in axes:
+        t = np.asarray(targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
+        out[ax.name] = t / t.sum()
+    return out
+
+
 def _pseudo_words(rng: np.random.Generator, n: int, taken: set) -> List[str]:
     out: List[str] = []
     while len(out) < n:
@@ -147,20 +172,8 @@ class SyntheticWorld:
             "workplace": [places[i] for i in rng.integers(0, len(places), cfg.roles)],
             "tool": [tools[i] for i in rng.integers(0, len(tools), cfg.roles)],
         }
-        # Base distributions: each (role, axis) puts bias_strength on one value drawn uniformly.
-        self.dominant: Dict[str, np.ndarray] = {}
-        self.base_dist: Dict[str, np.ndarray] = {}
-        for ax in self.axes:
-            v = len(ax.values)
-            dom = rng.integers(0, v, cfg.roles)
-            dist = np.full((cfg.roles, v), (1.0 - cfg.bias_strength) / (v - 1))
-            dist[np.arange(cfg.roles), dom] = cfg.bias_strength
-            self.dominant[ax.name] = dom
-            self.base_dist[ax.name] = dist
-        self.target_dist: Dict[str, np.ndarray] = {}
-        for ax in self.axes:
-            t = np.asarray(cfg.targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
-            self.target_dist[ax.name] = t / t.sum()
+        self.dominant, self.base_dist = skews(rng, self.axes, cfg.roles, cfg.bias_strength)
+        self.target_dist = target_dists(self.axes, cfg.targets)
         capacity = sum(size for _, size in self.heldout_frames())
         if cfg.general_heldout is not None and cfg.general_heldout > capacity:
             raise ConfigError(
