@@ -80,7 +80,8 @@ def test_targets_default_uniform_and_custom_proportions():
     w = SyntheticWorld(SyntheticWorldConfig(targets={"pronoun": [2, 2, 0]}))
     np.testing.assert_allclose(w.target_dist["pronoun"], [0.5, 0.5, 0.0])
     np.testing.assert_allclose(w.target_dist["genre"], [1 / 3] * 3)
-    assert len(w.targets) == 2 * 32 and w.targets[0].id == "pronoun:0"
+    every = w.bias_targets("rebalance", 2 * 32)  # every (role, axis) once
+    assert len({(t.axis, t.roles) for t in every}) == 2 * 32
 
 
 def test_world_is_seeded():

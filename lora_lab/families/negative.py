@@ -7,10 +7,10 @@ prompt runs the model twice per sampler step)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from ..catalog import register_family
+from ._input import InputFamily
 from ..checks import require as _require
 from ..schema import Mode
 
@@ -26,30 +26,17 @@ class NegativeFamilyConfig:
         _require(self.guidance >= 1.0, "family.guidance", "must be >= 1", self.guidance)
 
 
-class NegativeFamily:
+class NegativeFamily(InputFamily):
     """Needs a world declared `negatives` (a text-to-image world): the task supplies the rule."""
 
     name = "negative"
-    space = "input"
     needs = "negatives"
     schema = NegativeFamilyConfig
-    trainable = False
-    factored = False
-    format = 1
     label = "negative prompt (input)"
     color = "#CC79A7"
     modes = (Mode("negative", "guided", "latency_ms", "latency_base_ms", "costs",
                   "negative prompts cost inference time (a second pass per guided step)", label="negative guided",
                   flops="flops_per_token"),)
-
-    def train(self, *args, **kwargs):
-        raise TypeError("the negative-prompt family has nothing to train")
-
-    def load(self, path):
-        raise TypeError("the negative-prompt family has nothing to load")
-
-    def apply(self, handle, tensors):
-        return nullcontext(handle.module)  # the model is untouched; prompts get negatives instead
 
     def rule(self, task, fcfg, targets):
         """Each prompt with its negative (deterministic: the exact expectation is itself)."""
@@ -57,9 +44,6 @@ class NegativeFamily:
 
     def deployed(self, task, fcfg, targets, seed: int):
         return task.negative(targets, fcfg.guidance)
-
-    def time_modes(self, handle, adapters, ks, time, flops):
-        return {}
 
 
 register_family(NegativeFamily())

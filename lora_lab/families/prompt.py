@@ -6,9 +6,9 @@ tokens the rewrite adds per input."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from ..catalog import register_family
+from ._input import InputFamily
 from ..schema import Mode
 
 @dataclass
@@ -19,30 +19,17 @@ class PromptFamilyConfig:
     name: str = "prompt"
 
 
-class PromptFamily:
+class PromptFamily(InputFamily):
     """Needs a world declared `rewrites`: the task supplies the rules (`rewrite`, `rewriter`)."""
 
     name = "prompt"
-    space = "input"
     needs = "rewrites"  # the WorldSpec flag of the worlds it runs on
     schema = PromptFamilyConfig
-    trainable = False
-    factored = False
-    format = 1
     label = "prompt rewrite (input)"
     color = "#009E73"
     modes = (Mode("prompt", "rewrite", "latency_ms", "latency_base_ms", "costs",
                   "the prompt pre-processor costs inference time", label="prompt rewrite", flops="flops_per_token",
                   tokens="cost_prompt_tokens"),)
-
-    def train(self, *args, **kwargs):
-        raise TypeError("the prompt family has nothing to train")
-
-    def load(self, path):
-        raise TypeError("the prompt family has nothing to load")
-
-    def apply(self, handle, tensors):
-        return nullcontext(handle.module)  # the model is untouched; prompts are rewritten instead
 
     def rule(self, task, fcfg, targets):
         """The rewrite's exact expectation for these targets (what evaluation scores)."""
@@ -51,9 +38,6 @@ class PromptFamily:
     def deployed(self, task, fcfg, targets, seed: int):
         """The rewrite as deployed: one sampled rewrite per input (timed)."""
         return task.rewriter(targets, seed)
-
-    def time_modes(self, handle, adapters, ks, time, flops):
-        return {}
 
 
 register_family(PromptFamily())

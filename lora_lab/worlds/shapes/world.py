@@ -26,7 +26,7 @@ import numpy as np
 
 from ...checks import resolve_seed
 from ..io import fingerprint
-from ..synthetic.world import BiasTarget, allocate, skews, target_dists
+from ..synthetic.world import BiasTarget, allocate, draw_targets, skews, target_dists
 from .config import ROLE_WORDS, ShapesWorldConfig
 from .render import GLYPHS, Renderer
 
@@ -107,21 +107,9 @@ class ShapesWorld:
     # ------------------------------------------------------------------ targets
 
     def bias_targets(self, kind: str, n: int) -> List[BiasTarget]:
-        """The first n adapter targets of `kind` in a fixed, world-seeded order: `rebalance`, one
-        (role, axis) to the axis's target distribution; `force`, one value for every role."""
-        if kind == "rebalance":
-            pool = [BiasTarget("rebalance", ax.name, (r,), tuple(self.target_dist[ax.name]), self.roles[r])
-                    for ax in self.axes for r in range(len(self.roles))]
-        elif kind == "force":
-            every = tuple(range(len(self.roles)))
-            pool = [BiasTarget("force", ax.name, every, tuple(np.eye(len(ax.values))[v]), ax.values[v])
-                    for ax in self.axes for v in range(len(ax.values))]
-        else:
-            raise ValueError(f"adapters.kind: unknown {kind!r}, valid: ['force', 'rebalance']")
-        if n > len(pool):
-            raise ValueError(f"adapters.n: {n} {kind} adapters asked for, this world has {len(pool)} targets")
-        order = np.random.default_rng([self.seed, 7]).permutation(len(pool))
-        return [pool[i] for i in order[:n]]
+        """The first n adapter targets of `kind` in a fixed, world-seeded order, drawn as the text
+        world draws them (`synthetic.world.draw_targets`)."""
+        return draw_targets(kind, n, self.axes, self.roles, self.target_dist, self.seed)
 
     # ------------------------------------------------------------------ data
 

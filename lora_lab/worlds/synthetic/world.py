@@ -63,18 +63,6 @@ class Axis:
 
 
 @dataclass(frozen=True)
-class Target:
-    """A bias target: one (role, axis) pair and the distribution it should have."""
-
-    role: int
-    axis: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.axis}:{self.role}"
-
-
-@dataclass(frozen=True)
 class BiasTarget:
     """What one adapter is trained to do, with its ground truth.
 
@@ -138,6 +126,26 @@ def target_dists(axes: Sequence, targets: Dict[str, Sequence[float]]) -> Dict[st
         t = np.asarray(targets.get(ax.name, [1.0] * len(ax.values)), dtype=np.float64)
         out[ax.name] = t / t.sum()
     return out
+
+
+def draw_targets(kind: str, n: int, axes: Sequence, roles: Sequence[str], target_dist: Dict[str, np.ndarray],
+                 seed: int) -> List[BiasTarget]:
+    """The first n adapter targets of `kind`, in an order fixed by `seed`: `rebalance`, one
+    (role, axis) to the axis's target distribution (axis-major); `force`, one value of an axis for
+    every role ("everything is manga")."""
+    if kind == "rebalance":
+        pool = [BiasTarget("rebalance", ax.name, (r,), tuple(target_dist[ax.name]), roles[r])
+                for ax in axes for r in range(len(roles))]
+    elif kind == "force":
+        every = tuple(range(len(roles)))
+        pool = [BiasTarget("force", ax.name, every, tuple(np.eye(len(ax.values))[v]), ax.values[v])
+                for ax in axes for v in range(len(ax.values))]
+    else:
+        raise ValueError(f"adapters.kind: unknown {kind!r}, valid: ['force', 'rebalance']")
+    if n > len(pool):
+        raise ValueError(f"adapters.n: {n} {kind} adapters asked for, this world has {len(pool)} targets")
+    order = np.random.default_rng([seed, 7]).permutation(len(pool))
+    return [pool[i] for i in order[:n]]
 
 
 def _pseudo_words(rng: np.random.Generator, n: int, taken: set) -> List[str]:
@@ -219,11 +227,6 @@ class SyntheticWorld:
 
     # ------------------------------------------------------------------ targets and probes
 
-    @cached_property
-    def targets(self) -> List[Target]:
-        """Every (role, axis) pair, axis-major."""
-        return [Target(r, ax.name) for ax in self.axes for r in range(len(self.roles))]
-
     def neutral_probes(self) -> Dict[str, List[str]]:
         """Per axis, the neutral prompt of every role (row r = role r)."""
         return {ax.name: [self.neutral_prompt(r, ax.name) for r in range(len(self.roles))] for ax in self.axes}
@@ -249,25 +252,8 @@ class SyntheticWorld:
         return prompts, answers
 
     def bias_targets(self, kind: str, n: int) -> List[BiasTarget]:
-        """The first n adapter targets of `kind` in a fixed, world-seeded order."""
-        if kind == "rebalance":
-            pool = [
-                BiasTarget("rebalance", t.axis, (t.role,), tuple(self.target_dist[t.axis]), self.roles[t.role])
-                for t in self.targets
-            ]
-        elif kind == "force":
-            every = tuple(range(len(self.roles)))
-            pool = [
-                BiasTarget("force", ax.name, every, tuple(np.eye(len(ax.values))[v]), ax.values[v])
-                for ax in self.axes
-                for v in range(len(ax.values))
-            ]
-        else:
-            raise ValueError(f"adapters.kind: unknown {kind!r}, valid: ['force', 'rebalance']")
-        if n > len(pool):
-            raise ValueError(f"adapters.n: {n} {kind} adapters asked for, this world has {len(pool)} targets")
-        order = np.random.default_rng([self.seed, 7]).permutation(len(pool))
-        return [pool[i] for i in order[:n]]
+        """The first n adapter targets of `kind` in a fixed, world-seeded order (`draw_targets`)."""
+        return draw_targets(kind, n, self.axes, self.roles, self.target_dist, self.seed)
 
     def target_pairs(self, target: BiasTarget, n: int) -> List[Tuple[str, str]]:
         """n (neutral prompt, value) pairs spread evenly over the target's roles, each role's
