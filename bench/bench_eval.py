@@ -49,7 +49,7 @@ def main():
     a, b = attribute_distributions(model, tok, world), unbatched(model, tok, world)
     for ax in world.axes:  # same numbers, or the comparison means nothing
         np.testing.assert_allclose(a[ax.name], b[ax.name], rtol=1e-4, atol=1e-6)
-    n = len(world.targets)
+    n = len(world.axes) * len(world.roles)
     t_batched = median_seconds(lambda: attribute_distributions(model, tok, world), args.repeats)
     t_loop = median_seconds(lambda: unbatched(model, tok, world), args.repeats)
     print(f"attribute distributions, {n} neutral prompts ({args.roles} roles), torch threads={torch.get_num_threads()}")

@@ -27,7 +27,7 @@ def _adapter_texts(world, retain_fraction, run_seed):
     """Every adapter's training text (both kinds, every target), and the retain part alone."""
     texts, retain = set(), set()
     for kind in ("rebalance", "force"):
-        n = len(world.targets) if kind == "rebalance" else sum(len(a.values) for a in world.axes)
+        n = len(world.axes) * len(world.roles) if kind == "rebalance" else sum(len(a.values) for a in world.axes)
         for t in world.bias_targets(kind, n):
             for prompt, completion in world.adapter_corpus(t, 64, retain_fraction, adapter_seed(run_seed, t)):
                 texts.add(f"{prompt} {completion}".strip())

@@ -241,23 +241,22 @@ class DenoiserHandle:
 
     @torch.inference_mode()
     def generate(self, conds: Sequence[Cond], seed: int = 0, guidance: Optional[float] = None,
-                 module: Optional[nn.Module] = None, score: Optional[Callable] = None,
-                 noise: Optional[torch.Tensor] = None) -> np.ndarray:
+                 module: Optional[nn.Module] = None, noise: Optional[torch.Tensor] = None) -> np.ndarray:
         """[n, 3, H, W] images in [-1, 1] for the conditionings, from `noise` [n, 3, H, W] or else
-        seeded noise (image i's depends on `seed` and i alone), by `steps` DDIM steps. A (prompt, negative) conditioning is
-        guided against its negative at `guidance` (default the handle's): pred = neg + w·(cond − neg);
-        a plain prompt at guidance 1 is the conditional model alone. `score(i, fn)`: replaces the
-        prediction at step i (the composition operators of `interventions.py` use it)."""
+        seeded noise (image i's depends on `seed` and i alone), by `steps` DDIM steps. A (prompt,
+        negative, w) conditioning is guided against its negative: pred = neg + w·(cond − neg) (Ho &
+        Salimans 2022, eq. 6); a plain prompt at `guidance` (default the handle's) against the empty
+        prompt, and at 1 it is the conditional model alone."""
         model = module if module is not None else self.module
         w = self.guidance if guidance is None else guidance
         out = []
         for lo in range(0, len(conds), self.batch_size):
             part = conds[lo: lo + self.batch_size]
             x = noise[lo: lo + self.batch_size] if noise is not None else self.noise(len(part), seed * 1_000_003 + lo)
-            out.append(self._generate(model, part, x, w, score))
+            out.append(self._generate(model, part, x, w))
         return np.concatenate(out) if out else np.zeros((0, 3, self.size, self.size), np.float32)
 
-    def _generate(self, model, conds, x, w, score):
+    def _generate(self, model, conds, x, w):
         dev = self.device
         prompts = [c if isinstance(c, str) else c[0] for c in conds]
         negs = [("", w) if isinstance(c, str) else (c[1], c[2]) for c in conds]
@@ -279,9 +278,8 @@ class DenoiserHandle:
             cond[gidx] = neg + scale * (cond[gidx] - neg)
             return cond
 
-        for i, t in enumerate(sch.timesteps):
-            pred = score(i, lambda xs=x, t=t: predict(xs, t)) if score is not None else predict(x, t)
-            x = sch.step(pred, t, x).prev_sample
+        for t in sch.timesteps:
+            x = sch.step(predict(x, t), t, x).prev_sample
         return x.clamp(-1, 1).cpu().numpy()
 
     def latency_step(self, inputs: Sequence[Cond], rewrite: Optional[Callable[[Any], Any]] = None,
