@@ -41,7 +41,7 @@ class Base:
         from .model.denoiser import DenoiserHandle, TinyDenoiser
 
         if isinstance(self.model, TinyDenoiser):
-            return DenoiserHandle(self.model, self.tokenizer, self.model.sampler_steps, self.model.guidance)
+            return DenoiserHandle.of(self.model, self.tokenizer)
         return HFTextModel(self.model, self.tokenizer)
 
 

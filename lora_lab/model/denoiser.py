@@ -190,6 +190,11 @@ class DenoiserHandle:
     def __init__(self, module: TinyDenoiser, tokenizer: Any, steps: int, guidance: float = 1.0, batch_size: int = 512):
         self.module, self.tokenizer, self.steps, self.guidance, self.batch_size = module, tokenizer, steps, guidance, batch_size
 
+    @classmethod
+    def of(cls, model: TinyDenoiser, tokenizer: Any) -> "DenoiserHandle":
+        """The handle of a loaded denoiser, sampled as its model config says (`pretrain.load` sets them)."""
+        return cls(model, tokenizer, model.sampler_steps, model.guidance)
+
     @property
     def device(self) -> torch.device:
         return self.module.device

@@ -55,10 +55,6 @@ class ShapesTask:
 
     # ------------------------------------------------------------------ generation
 
-    @staticmethod
-    def handle(model, tok) -> DenoiserHandle:
-        return DenoiserHandle(model, tok, model.sampler_steps, model.guidance)
-
     def probe(self, model, tok, prompts: Sequence[str], n: int, kind: str, rule: Optional[Any] = None) -> Probe:
         """n images per prompt (each variant of `rule` its exact share), noise seeded by (probe, prompt)."""
         conds: List[Any] = []
@@ -72,7 +68,7 @@ class ShapesTask:
             g = torch.Generator().manual_seed(int(np.random.default_rng([PROBE_SEEDS[kind], *map(ord, p)]).integers(2**62)))
             size = self.world.cfg.image_size
             noise.append(torch.randn(n, 3, size, size, generator=g))
-        images = self.handle(model, tok).generate(conds, noise=torch.cat(noise))
+        images = DenoiserHandle.of(model, tok).generate(conds, noise=torch.cat(noise))
         dec = self.world.renderer.decode(images)
         return Probe(np.asarray(owner), dec.role, {"colour": dec.colour, "style": dec.style}, dec.valid, images)
 
