@@ -59,7 +59,7 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     # Imported here so a bad config or data file fails in about a second, without loading torch.
     import torch
 
-    from .adapters.stage import build_adapters, frontier, measure_single, summarise
+    from .adapters.stage import build_adapters, measured, summarise
     from .base import base_report, get_base
     from .cache import ArtifactCache, default_root
     from .results import FRONTIER, RESULTS, TARGET_GAPS, frontier_frame, table_schema, target_gaps_frame, to_frame
@@ -92,9 +92,9 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
 
             orders = orderings(len(adapters), c.family.orderings, c.seed)
             joints = build_joint(c, base, task, cache, [a.target for a in adapters], orders, progress=c.progress)
-            rows = measure_joint(joints, c, base, task)
+            rows, points = measure_joint(joints, c, base, task), []
         else:
-            rows = measure_single(adapters, c, base, task, ref)
+            rows, points = measured(adapters, c, base, task, ref, cache)  # alone, and the frontier (cached)
         summary = {**summarise(rows, spec.metrics), "family": family.name}
         write_json_atomic(out / "adapters_report.json", {"summary": summary, "adapters": rows})
         track.log_summary("adapters", summary)
@@ -104,7 +104,6 @@ def run(cfg: DictConfig, output_dir: Optional[Path] = None) -> Dict[str, Any]:
             summary["reduction_min"],
         )
 
-        points = frontier(adapters, rows, c, base, task, ref) if joints is None else []
         if points:
             write_table(frontier_frame(points, run_identity(c), spec.metrics), out / FRONTIER,
                         table_schema(spec.name, spec.metrics, family))

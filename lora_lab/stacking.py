@@ -78,6 +78,12 @@ def checked(metrics: Dict[str, float], declared: Sequence[str], world: str) -> D
     return metrics
 
 
+def evaluate_base(task, model, tok, ref, all_targets):
+    """The k = 0 row's metrics (the bare base's, `removal_gap` included) and its gaps (none)."""
+    metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
+    return {**metrics, "removal_gap": task.removal_gap(model, tok, [], all_targets)}, gaps
+
+
 def leave_one_out(family, handle, task, model, tok, acc, stacked: Sequence[Adapter],
                   gaps: Dict[str, Any]) -> Dict[str, Any]:
     """`gaps` (each stacked adapter's own gap in the k-stack) with, per adapter i, `loo_gap`: target
@@ -152,10 +158,12 @@ def after_use(c: Config, family, base, task, ref, tensors, included, all_targets
 def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[int], merge: str,
           ref, identity: Dict[str, Any], progress: bool = False,
           base_states: Optional[Callable[[], Any]] = None,
-          joints: Optional[Dict[str, Adapter]] = None) -> List[Dict[str, Any]]:
+          joints: Optional[Dict[str, Adapter]] = None,
+          base_eval: Optional[Callable[[], Any]] = None) -> List[Dict[str, Any]]:
     """One ordering, one merge method: a row per k of the schedule (with each included
     adapter's own gap under `TARGET_GAPS`). `base_states()`: the base's final hidden states on the
-    task's held-out text, computed once per job (`stack` shares them between its curves).
+    task's held-out text, computed once per job (`stack` shares them between its curves), and
+    `base_eval()` the k = 0 row's metrics (the bare base's, `removal_gap` included) and gaps, likewise.
 
     A joint family (`joints`: {joint target id: adapter}, `adapters/joint.py`): a row per k of its
     joint schedule, the one adapter trained for order[:k] applied alone (nothing merged; the row
@@ -230,7 +238,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
         joint = joint_at[k] = joints[joint_target(included).id] if joints is not None and k > 0 else None
         grid = None
         if k == 0:
-            metrics, gaps = task.evaluate(model, tok, ref, [], all_targets)
+            metrics, gaps = (base_eval or functools.partial(evaluate_base, task, model, tok, ref, all_targets))()
+            metrics, gaps = dict(metrics), dict(gaps)  # shared between curves: this row's own copies
             moved = shift()  # 0: the same model and inputs (a check that h0 is the base's)
             ms, count = latency(settle=True), per_token()
             grid = pictures(model, tok) if pictures else None
@@ -255,7 +264,8 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
             if loo and k >= 2 and (k & (k - 1) == 0 or k == max(ks)):  # k = 2, 4, 8, ... and the largest
                 gaps = leave_one_out(family, handle, task, model, tok, acc, [adapters[i] for i in order[:k]], gaps)
         # Removed again: the base must be back exactly, so this equals the base gap on these targets.
-        metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
+        if k > 0:
+            metrics["removal_gap"] = task.removal_gap(model, tok, included, all_targets)
         metrics = checked(metrics, declared, world.name)
         # The bare base, timed right after: each timing's paired reference (see latency.py).
         base_ms = latency()
@@ -327,6 +337,10 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
         jobs = [(merges[0], o) for o in range(len(orders))]
     rows: List[Dict[str, Any]] = []
 
+    # the bare base's k = 0 row, the same in every curve of the job: measured once
+    base_eval = functools.cache(functools.partial(evaluate_base, task, base.model, base.tokenizer, ref,
+                                                  [a.target for a in adapters]))
+
     @functools.cache
     def base_states():
         """Computed on the first curve that is not in the cache, then shared."""
@@ -346,7 +360,7 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
         ident = {**identity, "ordering": o}
 
         def build(d, merge=merge, o=o, ident=ident):
-            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states, joints)
+            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states, joints, base_eval)
             for r in part:
                 if SAMPLES in r:
                     write_png(d / f"samples_k{r['k']}.png", r.pop(SAMPLES))

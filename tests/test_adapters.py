@@ -279,3 +279,31 @@ def test_unmerged_peft_stack_equals_the_merged_sum_and_leaves_the_base(lora_setu
         _assert_bit_identical(base.model, before)
     finally:
         adapters[1].scale = 1.0
+
+
+def test_measurements_alone_are_cached_with_the_calibrated_scale(lora_setup, tmp_path, monkeypatch):
+    """`measured`: a warm run loads each adapter's row and the frontier instead of measuring them
+    again, and stacks each adapter at the calibrated scale its row records, as the cold run did."""
+    from lora_lab.adapters import stage
+
+    cfg, task, cache, base, _ = lora_setup
+    cfg = _setup(tmp_path, "adapters.calibrate=true", "eval.frontier_adapters=1")[0]
+    ref = task.reference(base.model, base.tokenizer)
+    cold = build_adapters(cfg, base, task, cache, progress=False)
+    rows, points = stage.measured(cold, cfg, base, task, ref, cache)
+    assert points and any(r["cal_reachable"] for r in rows)
+    assert [a.scale for a in cold] == [r["cal_scale"] for r in rows] and any(a.scale != 1.0 for a in cold)
+
+    def again(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(stage, "measure_single", again)
+    monkeypatch.setattr(stage, "frontier", again)
+    warm = build_adapters(cfg, base, task, cache, progress=False)
+    assert all(a.scale == 1.0 for a in warm)
+    assert stage.measured(warm, cfg, base, task, ref, cache) == (rows, points)
+    assert [a.scale for a in warm] == [a.scale for a in cold]
+    # another calibration goal is another measurement
+    with pytest.raises(AssertionError, match="measured again"):
+        stage.measured(warm, _setup(tmp_path, "adapters.calibrate=true", "adapters.calibration_target=0.7")[0],
+                       base, task, ref, cache)

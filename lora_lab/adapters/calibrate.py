@@ -2,7 +2,9 @@
 
 `reduction(s)` = 1 - gap(s) / gap(0) for the adapter applied at strength s. It rises from 0 but
 need not be monotone (a strong adapter overshoots past the target distribution), so the search
-scans a geometric grid for the first bracket that crosses the goal, then bisects inside it.
+scans a geometric grid for the first bracket that crosses the goal, then bisects inside it. The
+grid spans five octaves below `max_scale` (0.25 to 8 by default); a goal already reached at its
+lowest point is bisected for between 0 and that point.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class Calibration:
 
 
 def calibrate(reduction: Callable[[float], float], goal: float, max_scale: float, tol: float = 0.005,
-              octaves: int = 10, steps_per_octave: int = 2, max_bisections: int = 30,
+              octaves: int = 5, steps_per_octave: int = 2, max_bisections: int = 30,
               width: float = 1e-3) -> Calibration:
     """Bisection stops once the reduction at the bracket's top is within `tol` above the goal, or
     the bracket is narrower than `width` × its top: a reduction measured on sampled images is a

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import shutil
 import zlib
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import peft
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..cache import MANIFEST, ArtifactCache, content_key
+from ..cache import MANIFEST, ArtifactCache, content_key, write_json_atomic
+from ..config import numbers_config
 from ..contracts import TRAINED_DIR
 from ..schema import Metric
 from . import Adapter
@@ -171,6 +173,32 @@ def frontier(adapters: List[Adapter], rows: List[Dict[str, Any]], cfg, base, tas
             out.append({"adapter": ad.id, "scale": scale, "calibrated": calibrated, "base_gap": base_gap, "gap": gap,
                         "reduction": 1 - gap / base_gap if base_gap > 0 else NAN, **metrics})
     return out
+
+
+def measured(adapters: List[Adapter], cfg, base, task, ref, cache: ArtifactCache) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """`measure_single`'s rows and `frontier`'s points, cached by content like a curve: what they
+    depend on is the adapters (their cache entries), the base, the world's data and the job's
+    numbers but the composition and timing settings (`compose.*`, `latency.*`), plus the frontier's
+    own settings. A warm run loads them and sets each adapter's calibrated scale from its row."""
+    numbers = {k: v for k, v in numbers_config(cfg).items() if not k.startswith(("compose.", "latency."))}
+    payload = {"numbers": numbers, "base": base.key, "data": task.world.fingerprint,
+               "adapters": [ad.path.name if ad.path is not None else ad.id for ad in adapters],
+               "frontier": {"adapters": cfg.eval.frontier_adapters, "scales": list(cfg.eval.frontier_scales)}}
+
+    def build(d):
+        rows = measure_single(adapters, cfg, base, task, ref)
+        write_json_atomic(d / "single.json", {"rows": rows, "frontier": frontier(adapters, rows, cfg, base, task, ref)})
+        return {"adapters": len(rows)}
+
+    entry = cache.get_or_build("single", content_key("single", payload), build, describe=payload)
+    saved = json.loads((entry.path / "single.json").read_text())
+    rows = saved["rows"]
+    for ad, row in zip(adapters, rows):
+        # this run's cache state (the rows were measured by whichever run built the entry)
+        row.update(cache_hit=ad.meta.get("cache_hit"), train_seconds=ad.meta.get("train_seconds", 0.0))
+        if cfg.adapters.calibrate and row["base_gap"] > 0 and "cal_scale" in row:
+            ad.scale = row["cal_scale"]
+    return rows, saved["frontier"]
 
 
 def summarise(rows: List[Dict[str, Any]], metrics: Sequence[Metric] = ()) -> Dict[str, Any]:
