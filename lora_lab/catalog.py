@@ -66,6 +66,9 @@ class MergeMethodSpec:
     accumulator: Callable
     params: Tuple[Param, ...] = ()
     lowrank: bool = False  # its accumulator also takes LoRA factors, `add_lowrank(factors, id)`
+    # composes at sampling time: its result is a `merges.routed.Routed` (the k deltas and the rule
+    # picking among them at each denoising step), not one delta; a text-to-image denoiser's only
+    sampler: bool = False
     help: str = ""
 
 
@@ -337,7 +340,8 @@ def listing() -> str:
     lines.append("merge methods:")
     for m in merges().values():
         params = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"
-        lines.append(f"  {m.name:<10} spaces: {', '.join(m.spaces)}  parameters: {params}")
+        lines.append(f"  {m.name:<10} spaces: {', '.join(m.spaces)}  parameters: {params}"
+                     + ("  (at sampling time: denoisers)" if m.sampler else ""))
     lines.append("worlds:")
     for w in worlds().values():
         lines.append(f"  {w.name:<10} models: {', '.join(w.models)}{' (pretrained)' if w.pretrained else ''}  "

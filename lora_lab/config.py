@@ -445,6 +445,10 @@ class Config:
                      f"world={world.name} needs a pretrained model: model=hf model.name_or_path=...", self.model.name)
         if world.check is not None:
             world.check(self)  # real worlds: adapters.n and the schedule are checked once their files are read
+        for m in self.compose.merge:
+            if catalog.merge_method(m).sampler and kind != "denoiser":
+                _require(False, "compose.merge", f"{m} composes at sampling time, a {KIND_WORDS['denoiser']}'s "
+                         f"(model=tiny_unet); model={self.model.name} is a {KIND_WORDS.get(kind, kind)}", m)
         family = catalog.family(self.family.name)
         _require(bool(self.merges()), "compose.merge",
                  f"no {family.space}-space method for family {family.name}, valid: {catalog.methods_for(family.space)}",

@@ -3,6 +3,9 @@
 - `weight_edit(model, deltas)`: W <- W0 + delta for named Linear/Conv1D weights; on exit every
   touched weight is restored from a pristine copy taken on entry (bit-exact; never by
   subtracting the delta back, which drifts in floating point).
+- `routed_edit(model, routed, step_of)`: a composition at sampling time (`merges/routed.py`) on a
+  denoiser: each forward pass with the switch's active adapter edited in, or once per adapter
+  with the predictions averaged (composite); weights restored after every pass.
 - `steering(model, vectors)`: adds `vectors[site]` to the output of each named sub-module (a
   steering site, `ModelHandle.steer_sites`) through forward hooks; the hooks are removed in
   `finally`, also when the body raises.
@@ -16,7 +19,7 @@ kernel flattened row-major, and is reshaped to it.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, Mapping
+from typing import Callable, Dict, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -45,6 +48,35 @@ def weight_edit(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> Iterato
         with torch.no_grad():
             for name, w0 in pristine.items():
                 _weight(model, name).copy_(w0)
+
+
+@contextmanager
+def routed_edit(model: nn.Module, routed, step_of: Callable[[int], int]) -> Iterator[nn.Module]:
+    """`model` (a denoiser: its forward takes `timestep`) composing `routed` at sampling time: a
+    switch edits in, for each forward pass, the delta of the adapter active at the sampler step
+    `step_of(timestep)`; a composite runs each forward pass once per adapter, that adapter's delta
+    edited in, and returns the mean prediction. Each edit is a `weight_edit`, undone after the pass;
+    on exit the model's own forward is back."""
+    plain = model.forward
+
+    def forward(*args, timestep, **kwargs):
+        if routed.rule == "switch":
+            steps = {step_of(int(t)) for t in torch.as_tensor(timestep).reshape(-1).unique().tolist()}
+            if len(steps) != 1:
+                raise ValueError(f"a switch takes one sampler step per forward pass, got steps {sorted(steps)}")
+            with weight_edit(model, routed.deltas[routed.active(steps.pop())]):
+                return plain(*args, timestep=timestep, **kwargs)
+        outs = []
+        for delta in routed.deltas:
+            with weight_edit(model, delta):
+                outs.append(plain(*args, timestep=timestep, **kwargs))
+        return torch.stack(outs).mean(0)
+
+    model.forward = forward  # the instance attribute shadows the class's forward; nn.Module.__call__ calls it
+    try:
+        yield model
+    finally:
+        del model.forward
 
 
 def _add_to_output(vector: torch.Tensor):

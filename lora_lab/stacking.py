@@ -191,8 +191,9 @@ def curve(c: Config, base, task, adapters: Sequence[Adapter], order: Sequence[in
     # removal after use (`after_use`): at these k of the first `eval.after_use.orderings` orderings
     au = c.eval.after_use
     # (a stack's; a joint family is the reference for the stack's quality and bias, not measured after use)
+    # (nor a composition at sampling time: it has no weights to train through)
     used_at = (set(au.ks(sorted(ks))) if family.space in TRAINED and identity["ordering"] < au.orderings and joints is None
-               else set())
+               and not method.sampler else set())
     general = task.general_objective(tok, c.seed) if used_at else None
     quality = next(m for m in world.metrics if m.primary and m.role == "quality")
     # "intact": k = 0, then the largest k before the first collapsed row, measured once that row (or

@@ -19,7 +19,7 @@ def test_the_catalog_and_config_checks_import_no_torch():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     # families: lora, steer, prompt, negative, two nulls, two joint references; worlds: synthetic, crows, seat, shapes
-    assert r.stdout.split() == ["8", "5", "4", "[]"]
+    assert r.stdout.split() == ["8", "7", "4", "[]"]
 
 
 def test_the_listing_names_every_plugin_and_what_combines():
@@ -27,7 +27,7 @@ def test_the_listing_names_every_plugin_and_what_combines():
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "steer      output-space  merge methods: sum, mean" in out
-    assert "null_lora  weight-space  merge methods: sum, dare, mean, svd, ties  modes: merged, unmerged  control of: lora" in out
+    assert "null_lora  weight-space  merge methods: composite, sum, dare, mean, svd, switch, ties  modes: merged, unmerged  control of: lora" in out
     assert "null_steer output-space  merge methods: sum, mean  modes: hooks  control of: steer" in out
     assert "ties       spaces: weight  parameters: lam=1.0, density=0.2" in out
     assert "seat       models: encoder (pretrained)" in out

@@ -73,11 +73,16 @@ def test_weight_one_merge_of_one_adapter_reproduces_it():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"valid: \['dare', 'mean', 'sum', 'svd', 'ties'\]"):
+    with pytest.raises(ValueError, match=r"valid: \['composite', 'dare', 'mean', 'sum', 'svd', 'switch', 'ties'\]"):
         accumulator("magic", MergeParams())
 
 
-@pytest.mark.parametrize("name", sorted(catalog.merges()))  # every registered method, a new one included
+# every registered method that merges into one delta, a new one included (the compositions at
+# sampling time keep the deltas whole: test_routed_prefixes_keep_every_delta_whole)
+MERGING = sorted(n for n, m in catalog.merges().items() if not m.sampler)
+
+
+@pytest.mark.parametrize("name", MERGING)
 def test_incremental_prefixes_equal_from_scratch(name):
     g = torch.Generator().manual_seed(0)
     deltas = [{"a": torch.randn(6, 4, generator=g), "b": torch.randn(3, 5, generator=g)} for _ in range(7)]
@@ -163,7 +168,7 @@ def test_sum_leave_one_out_is_the_stack_minus_lambda_k_times_the_delta(lam):
     assert torch.equal(acc.result()["w"], stack)  # the state is as it was
 
 
-@pytest.mark.parametrize("name", sorted(catalog.merges()))
+@pytest.mark.parametrize("name", MERGING)
 def test_leave_one_out_is_the_others_merged_at_the_k_stacks_parameters(name):
     """Every method's `without`: the other k - 1 deltas merged from scratch with λ_k (the
     k-stack's λ); the mean keeps its 1/k, so it is (k - 1)/k times the others' mean."""
@@ -182,3 +187,27 @@ def test_leave_one_out_is_the_others_merged_at_the_k_stacks_parameters(name):
         rest_ids = [x for j, x in enumerate(ids) if j != i]
         want = merge(name, rest, rest_ids, at_k)["a"] * (4 / 5 if name == "mean" else 1.0)
         torch.testing.assert_close(acc.without(deltas[i], ids[i])["a"], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["switch", "composite"])
+def test_routed_prefixes_keep_every_delta_whole(name):
+    """A composition at sampling time: prefix k is the k deltas themselves, in order, under the
+    method's rule, as from scratch; leaving one out keeps the others in order; the switch rotates."""
+    from lora_lab.merges.routed import Routed
+
+    g = torch.Generator().manual_seed(5)
+    deltas = [{"a": torch.randn(3, 2, generator=g)} for _ in range(4)]
+    ids = [f"ad{i}" for i in range(4)]
+    acc = accumulator(name, MergeParams())
+    for k in range(1, 5):
+        acc.add(deltas[k - 1], ids[k - 1])
+        r = acc.result()
+        assert r == merge(name, deltas[:k], ids[:k], MergeParams()) and r.rule == name and r.k == k
+        assert all(x is d for x, d in zip(r.deltas, deltas))  # whole, not summed or copied
+    assert acc.without(deltas[1], "ad1").ids == ["ad0", "ad2", "ad3"]
+    assert [acc.result().active(s) for s in range(6)] == [0, 1, 2, 3, 0, 1]
+    with pytest.raises(KeyError):
+        acc.result().without("ad9")
+    with pytest.raises(ValueError, match="valid"):
+        Routed("blend", deltas, ids)
+    assert catalog.merge_method(name).sampler and catalog.merge_method(name).spaces == ("weight",)

@@ -165,6 +165,8 @@ def test_bad_shapes_config_fails_naming_the_field():
         validate(compose_cfg(["world=shapes"]))
     with pytest.raises(ConfigError, match="adapters.n"):
         validate(compose_cfg(["world=shapes", "model=tiny_unet", "world.roles=2", "adapters.n=5"]))
+    with pytest.raises(ConfigError, match="compose.merge: switch composes at sampling time"):
+        validate(compose_cfg(["compose.merge=[sum,switch]"]))  # the text world's language model has no sampler steps
 
 
 # ---------------------------------------------------------------------------- the denoiser
@@ -258,6 +260,72 @@ def test_merged_lora_equals_unmerged_peft_on_the_denoiser(tiny_base, tmp_path):
     assert all(torch.equal(p, before[n]) for n, p in base.model.named_parameters())  # bit-exact restore
 
 
+def _ddim_loop(base, prompt, x, predict):
+    """An independent DDIM loop (as above) where `predict(step, x, t, ids, mask)` is the model's
+    clean-image prediction at sampler step `step`."""
+    import torch
+
+    from lora_lab.model.denoiser import alphas, encode_prompts
+
+    a = alphas("cpu").double()
+    steps = base.handle.steps
+    ts = [int(round(1000 - i * 1000 / steps)) - 1 for i in range(steps)]
+    ids, mask = encode_prompts(base.tokenizer, [prompt] * len(x))
+    x = x.double()
+    for j, t in enumerate(ts):
+        with torch.no_grad():
+            x0 = predict(j, x.float(), torch.tensor([t] * len(x)), ids, mask).double().clamp(-1, 1)
+        eps = (x - a[t].sqrt() * x0) / (1 - a[t]).sqrt()
+        prev = a[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0, dtype=torch.float64)
+        x = prev.sqrt() * x0 + (1 - prev).sqrt() * eps
+    return x.clamp(-1, 1).float().numpy()
+
+
+def test_lora_switch_and_composite_against_a_loop(tiny_base):
+    """LoRA switch: sampler step j with adapter j mod k alone; LoRA composite: every step the mean of
+    the k adapters' predictions (Zhong et al. 2024, §3.2-3.3), each checked against a DDIM loop that
+    edits the weights by hand; the base comes back bit-exactly."""
+    import torch
+
+    from lora_lab import catalog
+    from lora_lab.adapters.stage import build_adapters
+    from lora_lab.cache import ArtifactCache
+    from lora_lab.merges import MergeParams, accumulator
+
+    c, task, base = tiny_base
+    ads = build_adapters(c, base, task, ArtifactCache(c.cache_dir), progress=False)
+    deltas = [{n: 8.0 * d for n, d in ad.tensors.items()} for ad in ads]  # strong enough to tell apart
+    params = dict(base.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+
+    def with_delta(d, x, t, ids, mask):
+        for name, v in d.items():
+            params[f"{name}.weight"].data += v.reshape(params[f"{name}.weight"].shape)
+        try:
+            return base.model(sample=x, timestep=t, input_ids=ids, attention_mask=mask)
+        finally:
+            for name in d:
+                params[f"{name}.weight"].data.copy_(before[f"{name}.weight"])
+
+    noise = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    loops = {
+        "switch": lambda j, *a: with_delta(deltas[j % len(deltas)], *a),
+        "composite": lambda j, *a: torch.stack([with_delta(d, *a) for d in deltas]).mean(0),
+        "sum": lambda j, *a: with_delta({n: sum(d[n] for d in deltas) for n in deltas[0]}, *a),
+    }
+    got = {}
+    for name, loop in loops.items():
+        acc = accumulator(name, MergeParams())
+        for ad, d in zip(ads, deltas):
+            acc.add(d, ad.id)
+        with catalog.family("lora").apply(base.handle, acc.result()):
+            got[name] = base.handle.generate(["nurse"] * 4, noise=noise)
+        np.testing.assert_allclose(got[name], _ddim_loop(base, "nurse", noise, loop), atol=2e-4)
+        assert all(torch.equal(p, before[n]) for n, p in params.items())
+    assert not np.allclose(got["switch"], got["composite"], atol=1e-3)  # three different compositions
+    assert not np.allclose(got["switch"], got["sum"], atol=1e-3)
+
+
 @pytest.mark.parametrize("family", ["lora", "steer", "prompt", "negative"])
 def test_tiny_shapes_run_end_to_end(family, shapes_cache, tmp_path):
     from lora_lab import catalog
@@ -283,6 +351,25 @@ def test_tiny_shapes_run_end_to_end(family, shapes_cache, tmp_path):
 
         report = build(tmp_path)
         assert (report / "fig_samples.png").exists() and (report / "fig_samples.pdf").exists()
+
+
+def test_composition_operators_run_beside_the_merge(shapes_cache, tmp_path):
+    """compose.merge=[sum,switch,composite]: a curve per operator from the same adapters; the
+    operators at sampling time are not trained after use (no weights to train through); the base is
+    back exactly after each."""
+    from lora_lab.run import run
+
+    run(compose_cfg([*TINY_SHAPES, "family=lora", "compose.merge=[sum,switch,composite]", f"cache_dir={shapes_cache}"]),
+        output_dir=tmp_path)
+    df = pd.read_parquet(tmp_path / "results.parquet")
+    assert sorted(df["merge"].unique()) == ["composite", "sum", "switch"]
+    assert (df.groupby("merge").k.apply(sorted).apply(list) == [[0, 1, 2]] * 3).all()
+    k1 = df[df.k == 1].set_index("merge")
+    # one adapter: switch and composite are that adapter alone, as the sum of one is
+    assert k1.loc["switch", "bias_target_gap"] == pytest.approx(k1.loc["sum", "bias_target_gap"])
+    assert k1.loc["composite", "quality_kid"] == pytest.approx(k1.loc["sum", "quality_kid"], rel=1e-3)
+    assert df[df["merge"] != "sum"].after_use_gap.isna().all() and df[(df["merge"] == "sum") & (df.k == 0)].after_use_gap.notna().all()
+    assert (df.removal_gap == df.bias_base_gap).all()
 
 
 def test_sample_grid_tiles_images_at_their_pixels():

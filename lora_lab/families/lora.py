@@ -167,8 +167,13 @@ class LoraFamily:
         return densify(factors), factors
 
     def apply(self, handle, tensors):
-        from ..interventions import weight_edit
+        """Merged deltas edited into the weights; a composition at sampling time (switch,
+        composite: `merges/routed.py`) routed per denoising step."""
+        from ..interventions import routed_edit, weight_edit
+        from ..merges.routed import Routed
 
+        if isinstance(tensors, Routed):
+            return routed_edit(handle.module, tensors, handle.sampler_step)
         return weight_edit(handle.module, tensors)
 
     def time_modes(self, handle, adapters, ks, time, flops) -> Dict[int, Dict[str, float]]:

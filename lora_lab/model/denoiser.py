@@ -16,6 +16,7 @@ guidance against a negative prompt where one is given). `DenoisingObjective` is 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,18 @@ class DenoiserHandle:
         sites["unet.mid_block"] = (ch[-1], 1, 1)
         sites.update({f"unet.up_blocks.{i}": (c, 1, 1) for i, c in enumerate(reversed(ch))})
         return sites
+
+    def sampler_step(self, timestep: int) -> int:
+        """The index (0: the first, from pure noise) of the sampler step whose timestep is nearest
+        `timestep`: which step a forward pass belongs to (`interventions.routed_edit`)."""
+        return min(range(len(self.timesteps)), key=lambda i: abs(self.timesteps[i] - timestep))
+
+    @functools.cached_property
+    def timesteps(self) -> List[int]:
+        """The sampler's timesteps, first (noisiest) to last."""
+        sch = scheduler(self.module.prediction)
+        sch.set_timesteps(self.steps)
+        return sch.timesteps.tolist()
 
     def tokens(self, inputs: Sequence[Cond]) -> int:
         """Pixels generated: the unit FLOPs are counted per."""

@@ -1,0 +1,23 @@
+"""LoRA Composite (Zhong et al. 2024, "Multi-LoRA Composition for Image Generation", §3.3): at every
+denoising step each adapter's prediction is made separately and the k predictions are averaged.
+The paper averages the classifier-free-guided scores; guidance is linear in the predictions, so
+averaging each prediction (conditional and negative alike) before guiding is the same (`routed.py`)."""
+
+from __future__ import annotations
+
+from typing import List
+
+from ..catalog import MergeMethodSpec, register_merge
+from . import Delta, routed
+
+
+def merge(deltas: List[Delta], ids: List[str], p) -> routed.Routed:
+    return routed.merge("composite", deltas, ids)
+
+
+class Accumulator(routed.Accumulator):
+    rule = "composite"
+
+
+register_merge(MergeMethodSpec("composite", ("weight",), merge, Accumulator, sampler=True,
+                               help="LoRA composite: every adapter's prediction at each step, averaged (a denoiser's sampler)"))
