@@ -418,9 +418,54 @@ def shift_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]
         return _save(fig, out, "fig_quality_vs_shift")
 
 
+# Retention of untouched concepts reported for a closed-form multi-concept editor of a Stable
+# Diffusion model after 1, 5, 10 and 100 edits: an outside reference point drawn beside the
+# retention curves, not a number measured here
+RETENTION_ANCHOR = ((1, 0.94), (5, 0.91), (10, 0.84), (100, 0.38))
+DRIFT = "bias_offtarget_drift"
+
+
+def retention_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
+    """Retention of what a composition does not target, 1 − off-target drift (the total variation
+    between the base's and the composed model's distributions on the (role, axis) pairs no included
+    adapter targets), vs k ≥ 1 on a log axis: every arm at every merge method and composition
+    operator, mean over seeds of each seed's mean over orderings, beside `RETENTION_ANCHOR`. One
+    panel per setting; none where drift was not measured."""
+    d0 = df[(df.k > 0) & df[DRIFT].notna()] if DRIFT in df.columns else df.iloc[:0]
+    if d0.empty:
+        return []
+    settings = _settings(d0)
+    styles = arm_style(schema, d0.arm.unique())
+    with plt.rc_context(STYLE):
+        fig, axes = _facets(len(settings))
+        for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
+            d = d0[d0.setting == setting] if "setting" in d0.columns else d0
+            world = world_of(d)
+            for arm in arm_order(schema, d.arm.unique()):
+                g, st = d[d.arm == arm], styles[arm]
+                for j, merge in enumerate(sorted(g["merge"].unique(), key=lambda m: (m != "sum", m))):
+                    b = _band(g[g["merge"] == merge], schema, world, DRIFT)
+                    b = b.assign(mean=1 - b["mean"].astype(float), lo=1 - b.hi.astype(float), hi=1 - b.lo.astype(float))
+                    _line_with_band(ax, b, st["color"], f"{st['label']}, {merge}", LINESTYLES[j % len(LINESTYLES)],
+                                    st["marker"])
+            ks, kept = zip(*RETENTION_ANCHOR)
+            ax.plot(ks, kept, color="0.45", linestyle="none", marker="x", markersize=4,
+                    label="closed-form multi-concept editor, Stable Diffusion (reported)")
+            ax.set_xscale("log")
+            ax.set(xlabel=K_LABEL, ylabel="retention, 1 − off-target drift", ylim=(0, 1.02))
+            _panel_title(ax, setting, "Retention of untargeted attributes")
+            if i == 0:
+                _collapse_note(ax, d)
+                _legend_below(ax)
+        for ax in list(axes.flat)[len(settings):]:
+            ax.set_visible(False)
+        return _save(fig, out, "fig_retention")
+
+
 def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFrame], out: Path) -> Dict[str, List[Path]]:
     """A figure per measured metric (a world's own columns included; all-NaN ones skipped), the
-    latency modes together in one figure, merge methods per family, interference. `df` carries
+    latency modes together in one figure, merge methods per family, interference, quality against
+    shift, retention of untargeted attributes. `df` carries
     `setting` and `arm` (`stats.prepare`); `schema` declares its columns."""
     metrics = metric_columns(df)
     worlds = sorted(df["world"].fillna("").astype(str).unique()) if "world" in df.columns else [""]
@@ -437,6 +482,9 @@ def all_figures(df: pd.DataFrame, schema: TableSchema, gaps: Optional[pd.DataFra
     drawn = shift_figure(df, schema, out)
     if drawn:
         figs["quality_vs_shift"] = drawn
+    drawn = retention_figure(df, schema, out)
+    if drawn:
+        figs["retention"] = drawn
     return figs
 
 

@@ -361,6 +361,34 @@ def test_quality_against_activation_shift_follows_the_rows(tmp_path, monkeypatch
     assert not any(label.startswith("prompt") for label in lines)  # no shift: the model is left as it is
 
 
+def test_retention_is_one_minus_drift_per_merge_beside_the_anchor(tmp_path, monkeypatch):
+    """One line per (family, merge): at each k ≥ 1, 1 − the mean over seeds of each seed's mean
+    off-target drift over orderings; the reported anchor beside them; none without drift."""
+    df = table(effect=1.0, seeds=3)
+    assert figures.retention_figure(stats.analyse(df.assign(bias_offtarget_drift=np.nan), SCHEMA).data, SCHEMA,
+                                    tmp_path) == []
+    df = pd.concat([df, df[df.family == "lora"].assign(merge="switch")])
+    rng = np.random.default_rng(0)
+    df = df.assign(bias_offtarget_drift=0.02 * df.k * (1 + (df["merge"] == "switch")) + rng.uniform(0, 0.01, len(df)))
+    drawn, save = {}, figures._save
+
+    def spy(fig, out, name):
+        drawn[name] = {line.get_label(): line.get_xydata() for ax in fig.axes for line in ax.get_lines()}
+        return save(fig, out, name)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    a = stats.analyse(df, SCHEMA)
+    assert (tmp_path / "fig_retention.png") in figures.retention_figure(a.data, SCHEMA, tmp_path)
+    lines = drawn["fig_retention"]
+    for merge in ("sum", "switch"):
+        g = df[(df.family == "lora") & (df["merge"] == merge) & (df.k > 0) & ~df.collapsed]
+        by_hand = 1 - g.groupby(["k", "seed"]).bias_offtarget_drift.mean().groupby(level="k").mean()
+        got = lines[next(n for n in lines if n.startswith("LoRA") and n.endswith(f", {merge}"))]
+        np.testing.assert_allclose(got, np.column_stack([by_hand.index, by_hand.to_numpy()]))
+    anchor = next(v for n, v in lines.items() if "reported" in n)
+    np.testing.assert_allclose(anchor, np.array(figures.RETENTION_ANCHOR, dtype=float))
+
+
 def test_load_returns_the_declarations_of_every_file_merged(tmp_path):
     d = _write(table(), tmp_path / "sweep")
     other = table(seed=1, **{"world.name": "toy"}).assign(world="toy")

@@ -156,6 +156,86 @@ def test_pre_processor_and_negative_prompt_rules():
     assert set(Negative(w, [force], 2.0)(role)[1].split()) == set(w.axes[1].values) - {wanted}
 
 
+def test_fidelity_is_zero_for_drawn_images_and_grows_with_damage():
+    """`quality_fidelity` against a by-hand mean of squared differences to the clean renders."""
+    from lora_lab.worlds.shapes.task import Probe, ShapesTask
+
+    r, t, images = every_image(8)
+    task = ShapesTask(ShapesWorld(ShapesWorldConfig(roles=len(GLYPHS), colours=list(COLOURS), styles=list(STYLES)), seed=0))
+
+    def score(x, roles=t[:, 0]):
+        d = task.world.renderer.decode(x)
+        pr = Probe(np.arange(len(x)), d.role, {"colour": d.colour, "style": d.style}, d.valid, x)
+        return task.fidelity(pr, roles)  # one prompt per image here, naming its role
+
+    assert score(images) == 0.0
+    rng = np.random.default_rng(1)
+    small, big = (images + rng.normal(0, s, images.shape).astype(np.float32) for s in (0.05, 0.3))
+    assert score(small) == pytest.approx(np.mean((small - images) ** 2), rel=1e-5)  # still read as drawn
+    assert 0 < score(small) < score(big)
+    gone = images.copy()  # one glyph cell missing: the render of what is read has it
+    for i, (g, _, _) in enumerate(t):
+        y, x = np.argwhere(glyph_masks([list(GLYPHS)[g]])[0])[0]
+        gone[i, :, 1 + y, 1 + x] = -1.0
+    assert score(gone) == pytest.approx(np.mean((gone - images) ** 2), rel=1e-6) and score(gone) > 0
+    # another role's glyph, well drawn, is not what the prompt asked for
+    assert score(images, (t[:, 0] + 1) % len(GLYPHS)) > 0.1
+    # nothing drawn: the prompt's glyph is missing (in the first colour's stead when no colour is read)
+    blank = -np.ones_like(images)
+    no_ring = r.render(t[:, 0], np.zeros(len(t), int), -np.ones(len(t), int))
+    assert score(blank) == pytest.approx(np.mean((blank - no_ring) ** 2), rel=1e-6) and score(blank) > score(gone)
+
+
+def test_team_scenes_hold_the_target_mix_only_where_the_pre_processor_assigns_it(monkeypatch):
+    """`bias_scene_gap` through a stand-in generator that draws exactly the colour a prompt names
+    (or, for a plain role prompt, red and green in turn): per scene of 4 objects the pre-processor
+    assigns the 4 colours of a uniform target once each (gap 0), plain prompts give half red, half
+    green (gap 0.5 by hand); negative prompts keep every region's prompt as it is."""
+    from lora_lab.model import denoiser
+    from lora_lab.worlds.shapes.rewrite import Negative, Rewrite
+    from lora_lab.worlds.shapes.task import ShapesTask
+
+    w = ShapesWorld(ShapesWorldConfig(), seed=0)
+    task = ShapesTask(w)
+
+    class Drawn:
+        def generate(self, conds, noise=None, **kw):
+            said = [w.parse(c if isinstance(c, str) else c[0]) for c in conds]
+            colours = [s["colour"] if s["colour"] is not None else i % 2 for i, s in enumerate(said)]
+            return w.renderer.render(np.array([s["role"] for s in said]), np.array(colours), np.zeros(len(said), int))
+
+    monkeypatch.setattr(denoiser.DenoiserHandle, "of", classmethod(lambda cls, model, tok: Drawn()))
+    targets = [t for t in w.bias_targets("rebalance", 16) if t.axis == "colour"]
+    assert targets and all(np.allclose(t.dist, 0.25) for t in targets)
+    assert task.scene_gap(None, None, targets) == pytest.approx(0.5)
+    assert task.scene_gap(None, None, targets, Rewrite(w, targets)) == pytest.approx(0.0)
+    assert task.scene_gap(None, None, targets, Negative(w, targets, 2.0)) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    scene = Rewrite(w, targets).scene(w.neutral_prompt(targets[0].roles[0]), 4, rng)
+    assert sorted(w.parse(p)["colour"] for p in scene) == [0, 1, 2, 3] and len(set(scene)) == 4
+    # three styles over four objects: as close to a uniform third each as four objects allow
+    style = [t for t in w.bias_targets("rebalance", 16) if t.axis == "style"][0]
+    counts = np.bincount([w.parse(p)["style"] for p in Rewrite(w, [style]).scene(w.neutral_prompt(style.roles[0]), 4, rng)],
+                         minlength=3)
+    assert sorted(counts) == [1, 1, 2]
+
+
+def test_the_base_key_ignores_what_only_evaluation_reads():
+    """Sample counts and team scenes change no pretraining image: the same cached base; the data does."""
+    from lora_lab import catalog
+    from lora_lab.cache import content_key
+    from lora_lab.model.pretrain import key_payload
+
+    def key(*o):
+        c = validate(compose_cfg(["world=shapes", "model=tiny_unet", *o]))
+        return content_key("base", key_payload(c, catalog.build_world(c.world, c.seed)))
+
+    plain = key()
+    assert plain == key("world.samples=32", "world.explicit_probes=1", "world.heldout_probes=2", "world.report_samples=64",
+                        "world.scenes=2", "world.scene_objects=3", "model.sampler_steps=4")
+    assert plain != key("world.bias_samples=200") and plain != key("seed=1")
+
+
 def test_bad_shapes_config_fails_naming_the_field():
     with pytest.raises(ConfigError, match="world.colours"):
         validate(compose_cfg(["world=shapes", "model=tiny_unet", "world.colours=[red,purple]"]))

@@ -36,6 +36,10 @@ class ShapesWorldConfig:
     explicit_probes: int = 2  # per (role, axis, value) explicit prompt
     heldout_probes: int = 4  # per held-out (role, colour, style) prompt: the quality score
     report_samples: int = 512  # per role, for the base report's fit
+    # team scenes (`bias_scene_gap`): per targeted role, `scenes` scenes of `scene_objects` objects,
+    # each object generated in its own region from its own prompt
+    scenes: int = 4
+    scene_objects: int = 4
 
     def __post_init__(self) -> None:
         p = "world"
@@ -56,5 +60,6 @@ class ShapesWorldConfig:
             _require(all(x >= 0 for x in props) and sum(props) > 0, f"{p}.targets.{axis}",
                      "proportions must be >= 0 with a positive sum", list(props))
         _require(0.0 < self.heldout_fraction < 1.0, f"{p}.heldout_fraction", "must be in (0, 1)", self.heldout_fraction)
-        for name in ("bias_samples", "explicit_samples", "samples", "explicit_probes", "heldout_probes", "report_samples"):
+        for name in ("bias_samples", "explicit_samples", "samples", "explicit_probes", "heldout_probes", "report_samples",
+                     "scenes", "scene_objects"):
             _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))

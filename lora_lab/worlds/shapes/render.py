@@ -81,15 +81,17 @@ class Renderer:
         self.style_label = [0 if r is None else 1 + len(colours) + ring_entries.index(r) for r in self.rings]
 
     def render(self, role: Sequence[int], colour: Sequence[int], style: Sequence[int]) -> np.ndarray:
-        """[n, 3, size, size] float32 images."""
+        """[n, 3, size, size] float32 images. An index of -1 (what `decode` returns for a part it
+        cannot read) leaves that part background: no ring, or no glyph (role or colour -1)."""
         n = len(role)
         cells = np.empty((n, 8, 8, 3), dtype=np.float32)
         cells[:] = BACKGROUND
         for i, (r, c, s) in enumerate(zip(role, colour, style)):
-            ring = self.rings[s]
+            ring = self.rings[s] if s >= 0 else None
             if ring is not None:
                 cells[i, 0, :], cells[i, -1, :], cells[i, :, 0], cells[i, :, -1] = ring, ring, ring, ring
-            cells[i, 1:-1, 1:-1][self.masks[r]] = self.colours[c]
+            if r >= 0 and c >= 0:
+                cells[i, 1:-1, 1:-1][self.masks[r]] = self.colours[c]
         img = cells.repeat(self.m, 1).repeat(self.m, 2)  # each cell m × m pixels
         return np.ascontiguousarray(img.transpose(0, 3, 1, 2))
 

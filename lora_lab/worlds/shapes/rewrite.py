@@ -14,6 +14,10 @@ the empty one, as Stable Diffusion pipelines do). A prompt with nothing to negat
 
 `variants(prompt)` -> [(conditioning, probability)]: what evaluation generates (images split
 between the variants in exact proportion); the rewriters sample one variant per prompt (timed).
+`scene(prompt, objects, rng)` -> one conditioning per object of a team scene, each generated in its
+own region: the pre-processor assigns each object's values so that the scene holds every targeted
+axis in the target proportion (largest-remainder counts per axis, shuffled over the objects), as an
+LLM pre-processor prompting a region model for "a team of nurses" would.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..synthetic.rewrite import rewrite_rules
-from ..synthetic.world import BiasTarget
+from ..synthetic.world import BiasTarget, allocate
 from .world import ShapesWorld
 
 
@@ -57,6 +61,10 @@ class Rewrite:
     def sample(self, prompt: str, rng: np.random.Generator) -> str:
         return self.apply(prompt, {axis: int(rng.choice(len(d), p=d)) for axis, d in self.slots(prompt)})
 
+    def scene(self, prompt: str, objects: int, rng: np.random.Generator) -> List[str]:
+        per_axis = {axis: rng.permutation(np.repeat(np.arange(len(d)), allocate(objects, d))) for axis, d in self.slots(prompt)}
+        return [self.apply(prompt, {axis: int(v[i]) for axis, v in per_axis.items()}) for i in range(objects)]
+
 
 class Negative:
     """Negative prompts for these targets (deterministic: its one variant has probability 1)."""
@@ -85,6 +93,9 @@ class Negative:
 
     def variants(self, prompt: str) -> List[Tuple[object, float]]:
         return [(self(prompt), 1.0)]
+
+    def scene(self, prompt: str, objects: int, rng: np.random.Generator) -> List[object]:
+        return [self(prompt)] * objects
 
 
 class PromptRewriter:

@@ -196,7 +196,7 @@ class ShapesWorld:
         evaluation's sample counts."""
         import dataclasses
 
-        probes = ("samples", "explicit_probes", "heldout_probes", "report_samples")
+        probes = ("samples", "explicit_probes", "heldout_probes", "report_samples", "scenes", "scene_objects")
         return {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in probes}
 
     @cached_property
