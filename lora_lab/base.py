@@ -66,14 +66,12 @@ def pretrain(cfg: Config, world, out_dir: Path, progress: bool) -> Dict[str, Any
     data = encode_sentences(tokenizer, world.pretrain_corpus())
     t = cfg.train
     steps = t.total_steps(len(data))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # dropout, if any
-        res = train(
-            model, list(model.parameters()), LMObjective(data, tokenizer.pad_token_id), steps=steps,
-            batch_size=t.batch_size, lr=t.lr, seed=cfg.seed, warmup_steps=int(t.warmup_ratio * steps),
-            min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-            desc="pretrain base", progress=progress,
-        )
+    res = train(
+        model, list(model.parameters()), LMObjective(data, tokenizer.pad_token_id), steps=steps,
+        batch_size=t.batch_size, lr=t.lr, seed=cfg.seed, warmup_steps=int(t.warmup_ratio * steps),
+        min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+        desc="pretrain base", progress=progress,  # dropout, if any, seeded by `train`
+    )
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())

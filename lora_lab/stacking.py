@@ -128,16 +128,14 @@ def after_use(c: Config, family, base, task, ref, tensors, included, all_targets
     pristine = {n: p.detach().clone() for n, p in params.items()}
     grad = {n: p.requires_grad for n, p in params.items()}
     seed = after_use_seed(c.seed, k)
-    devices = [p.device for p in params.values() if p.device.type == "cuda"][:1]
     try:
         with family.apply(base.handle, tensors) if tensors is not None else nullcontext():
             applied = {n: p.detach() - pristine[n] for n, p in params.items() if not torch.equal(p, pristine[n])}
             for p in params.values():
                 p.requires_grad_(True)
-            with torch.random.fork_rng(devices=devices):  # the run's own random streams stay as they were
-                torch.manual_seed(seed)
-                train(module, list(params.values()), objective, steps=au.steps, batch_size=au.batch_size, lr=au.lr,
-                      seed=seed, desc=f"after use k={k}", progress=False)
+            # (`train` seeds torch's streams from `seed` and restores them: the run's own stay as they were)
+            train(module, list(params.values()), objective, steps=au.steps, batch_size=au.batch_size, lr=au.lr,
+                  seed=seed, desc=f"after use k={k}", progress=False)
             for n, p in params.items():
                 p.requires_grad_(grad[n])
             used = task.removal_gap(model, tok, included, all_targets)  # the included targets' gap, as the model is now

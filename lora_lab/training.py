@@ -169,7 +169,19 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Optimise `params` (AdamW) on `objective`; everything else is frozen by the caller.
-    Raises TrainingDiverged on a NaN/inf loss, before the step is applied."""
+    Raises TrainingDiverged on a NaN/inf loss, before the step is applied. Torch's random streams
+    (dropout masks, where a model has dropout) are seeded from `seed` inside and restored after: the
+    same config and seed train the same weights in any process, whatever ran in it before."""
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _train(model, params, objective, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                      warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, weight_decay=weight_decay,
+                      grad_clip=grad_clip, desc=desc, progress=progress)
+
+
+def _train(model, params, objective, *, steps, batch_size, lr, seed, warmup_steps, min_lr_ratio, weight_decay,
+           grad_clip, desc, progress) -> TrainResult:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
     model.train()

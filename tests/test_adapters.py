@@ -303,7 +303,40 @@ def test_measurements_alone_are_cached_with_the_calibrated_scale(lora_setup, tmp
     assert all(a.scale == 1.0 for a in warm)
     assert stage.measured(warm, cfg, base, task, ref, cache) == (rows, points)
     assert [a.scale for a in warm] == [a.scale for a in cold]
+    # settings of the stack's evaluation measure nothing alone: the same entry
+    other = _setup(tmp_path, "adapters.calibrate=true", "eval.frontier_adapters=1", "eval.leave_one_out_orderings=0",
+                   "compose.orderings=1")[0]
+    assert stage.measured(warm, other, base, task, ref, cache) == (rows, points)
     # another calibration goal is another measurement
     with pytest.raises(AssertionError, match="measured again"):
         stage.measured(warm, _setup(tmp_path, "adapters.calibrate=true", "adapters.calibration_target=0.7")[0],
                        base, task, ref, cache)
+
+
+def test_training_with_dropout_gives_the_same_weights_whatever_ran_before():
+    """`training.train` seeds torch's streams (dropout masks) from its seed and restores them after:
+    two processes in different random states train the same weights; the caller's stream is as it was."""
+    from lora_lab.training import train
+
+    class Squares:
+        def batches(self, batch_size, steps, seed):
+            g = torch.Generator().manual_seed(seed)
+            for _ in range(steps):
+                yield torch.randn(batch_size, 4, generator=g)
+
+        def loss(self, model, x):
+            return (model(x) - 1).pow(2).mean()
+
+    def fit(state):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+        torch.manual_seed(state)  # whatever ran before in this process
+        train(model, list(model.parameters()), Squares(), steps=20, batch_size=8, lr=1e-2, seed=7, progress=False)
+        after = torch.rand(3)
+        torch.manual_seed(state)
+        assert torch.equal(after, torch.rand(3))  # the caller's stream untouched
+        return [p.detach().clone() for p in model.parameters()]
+
+    first, second = fit(1), fit(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))

@@ -411,11 +411,6 @@ def test_model_and_world_must_fit(overrides, needle):
 
 
 def test_minilm_seat_end_to_end(tmp_path):
-    import torch
-
-    # MiniLM trains with dropout, drawn from the process's random stream: seeded here, so what ran
-    # before this test in the process (pytest-xdist runs other files first) does not decide it
-    torch.manual_seed(0)
     frames = {}
     for fam in ("lora", "steer"):
         out = run(compose_cfg(["model=minilm", "model.device=cpu", "world=seat", f"family={fam}", "adapters.n=2",

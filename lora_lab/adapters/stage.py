@@ -178,9 +178,10 @@ def frontier(adapters: List[Adapter], rows: List[Dict[str, Any]], cfg, base, tas
 def measured(adapters: List[Adapter], cfg, base, task, ref, cache: ArtifactCache) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """`measure_single`'s rows and `frontier`'s points, cached by content like a curve: what they
     depend on is the adapters (their cache entries), the base, the world's data and the job's
-    numbers but the composition and timing settings (`compose.*`, `latency.*`), plus the frontier's
-    own settings. A warm run loads them and sets each adapter's calibrated scale from its row."""
-    numbers = {k: v for k, v in numbers_config(cfg).items() if not k.startswith(("compose.", "latency."))}
+    numbers but the composition, timing and stack-evaluation settings (`compose.*`, `latency.*`,
+    `eval.*`), plus the frontier's own settings. A warm run loads them and sets each adapter's
+    calibrated scale from its row."""
+    numbers = {k: v for k, v in numbers_config(cfg).items() if not k.startswith(("compose.", "latency.", "eval."))}
     payload = {"numbers": numbers, "base": base.key, "data": task.world.fingerprint,
                "adapters": [ad.path.name if ad.path is not None else ad.id for ad in adapters],
                "frontier": {"adapters": cfg.eval.frontier_adapters, "scales": list(cfg.eval.frontier_scales)}}
