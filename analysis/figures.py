@@ -382,6 +382,13 @@ def own_figure(schema: TableSchema, worlds, column: str) -> bool:
     return all(m is None or m.figure for m in (schema.metric(column, w) for w in worlds))
 
 
+def _panels(d0: pd.DataFrame, settings: List[str], axes):
+    """(index, setting, its axes, its rows, its world) for each setting's panel."""
+    for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
+        d = d0[d0.setting == setting] if "setting" in d0.columns else d0
+        yield i, setting, ax, d, world_of(d)
+
+
 def shift_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]:
     """Quality against activation shift (`activation_shift`): each arm at its primary merge method,
     at each k the mean over seeds of each seed's mean over orderings of both, joined in order of k;
@@ -394,9 +401,7 @@ def shift_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[Path]
     styles = arm_style(schema, d0.arm.unique())
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
-        for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
-            d = d0[d0.setting == setting] if "setting" in d0.columns else d0
-            world = world_of(d)
+        for i, setting, ax, d, world in _panels(d0, settings, axes):
             quality = primary_quality(schema, world, d)
             if quality is None:
                 continue
@@ -438,9 +443,7 @@ def retention_figure(df: pd.DataFrame, schema: TableSchema, out: Path) -> List[P
     styles = arm_style(schema, d0.arm.unique())
     with plt.rc_context(STYLE):
         fig, axes = _facets(len(settings))
-        for i, (setting, ax) in enumerate(zip(settings, axes.flat)):
-            d = d0[d0.setting == setting] if "setting" in d0.columns else d0
-            world = world_of(d)
+        for i, setting, ax, d, world in _panels(d0, settings, axes):
             for arm in arm_order(schema, d.arm.unique()):
                 g, st = d[d.arm == arm], styles[arm]
                 for j, merge in enumerate(sorted(g["merge"].unique(), key=lambda m: (m != "sum", m))):

@@ -115,8 +115,8 @@ def test_default_sweep_and_its_report(default_run, default_cache, tmp_path):
     assert main([str(sweep)]) == 0
     report = sweep / "report"
     # 14 metrics (the world's own, the activation shift, FLOPs per token in both LoRA modes, the prompt tokens
-    # the pre-processor adds), interference, latency, quality against activation shift, the k = 1 frontier
-    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 18
+    # the pre-processor adds), interference, latency, quality against activation shift, retention, the k = 1 frontier
+    assert len(list(report.glob("fig_*.pdf"))) == len(list(report.glob("fig_*.png"))) == 19
     claims = (report / "claims.md").read_text()
     for h in ("H1 (lora, sum)", "H1 (steer, sum)", "H2 (steer vs lora, sum)", "H3 leave-one-out (lora, sum)", "H4a (lora, sum)", "H5a (prompt)",
               "H6 (lora merged, sum)", "H6 (lora unmerged, sum)", "H6 (steer hooks, sum)", "H6 (prompt rewrite, sum)"):

@@ -338,12 +338,8 @@ def test_figures_use_the_labels_the_rows_world_declares(tmp_path, monkeypatch):
     assert figures.value_range(schema, "points", "bias_target_gap") == (0.0, 50.0)
 
 
-def test_quality_against_activation_shift_follows_the_rows(tmp_path, monkeypatch):
-    """One point per k at (mean shift, mean quality loss) over seeds, per family; no figure for a
-    table without the activation shift."""
-    df = table(effect=1.0, seeds=3)
-    assert figures.shift_figure(stats.analyse(df, SCHEMA).data, SCHEMA, tmp_path) == []
-    df = df.assign(activation_shift=np.where(df.family == "prompt", np.nan, 0.05 * df.k * (1 + (df.family == "steer"))))
+def drawn_lines(monkeypatch):
+    """{figure name: {line label: its points}}, filled as `figures` saves each figure."""
     drawn, save = {}, figures._save
 
     def spy(fig, out, name):
@@ -351,6 +347,16 @@ def test_quality_against_activation_shift_follows_the_rows(tmp_path, monkeypatch
         return save(fig, out, name)
 
     monkeypatch.setattr(figures, "_save", spy)
+    return drawn
+
+
+def test_quality_against_activation_shift_follows_the_rows(tmp_path, monkeypatch):
+    """One point per k at (mean shift, mean quality loss) over seeds, per family; no figure for a
+    table without the activation shift."""
+    df = table(effect=1.0, seeds=3)
+    assert figures.shift_figure(stats.analyse(df, SCHEMA).data, SCHEMA, tmp_path) == []
+    df = df.assign(activation_shift=np.where(df.family == "prompt", np.nan, 0.05 * df.k * (1 + (df.family == "steer"))))
+    drawn = drawn_lines(monkeypatch)
     a = stats.analyse(df, SCHEMA)
     assert (tmp_path / "fig_quality_vs_shift.png") in figures.shift_figure(a.data, SCHEMA, tmp_path)
     lines = drawn["fig_quality_vs_shift"]
@@ -370,13 +376,7 @@ def test_retention_is_one_minus_drift_per_merge_beside_the_anchor(tmp_path, monk
     df = pd.concat([df, df[df.family == "lora"].assign(merge="switch")])
     rng = np.random.default_rng(0)
     df = df.assign(bias_offtarget_drift=0.02 * df.k * (1 + (df["merge"] == "switch")) + rng.uniform(0, 0.01, len(df)))
-    drawn, save = {}, figures._save
-
-    def spy(fig, out, name):
-        drawn[name] = {line.get_label(): line.get_xydata() for ax in fig.axes for line in ax.get_lines()}
-        return save(fig, out, name)
-
-    monkeypatch.setattr(figures, "_save", spy)
+    drawn = drawn_lines(monkeypatch)
     a = stats.analyse(df, SCHEMA)
     assert (tmp_path / "fig_retention.png") in figures.retention_figure(a.data, SCHEMA, tmp_path)
     lines = drawn["fig_retention"]

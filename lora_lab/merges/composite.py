@@ -3,21 +3,6 @@ denoising step each adapter's prediction is made separately and the k prediction
 The paper averages the classifier-free-guided scores; guidance is linear in the predictions, so
 averaging each prediction (conditional and negative alike) before guiding is the same (`routed.py`)."""
 
-from __future__ import annotations
+from . import routed
 
-from typing import List
-
-from ..catalog import MergeMethodSpec, register_merge
-from . import Delta, routed
-
-
-def merge(deltas: List[Delta], ids: List[str], p) -> routed.Routed:
-    return routed.merge("composite", deltas, ids)
-
-
-class Accumulator(routed.Accumulator):
-    rule = "composite"
-
-
-register_merge(MergeMethodSpec("composite", ("weight",), merge, Accumulator, sampler=True,
-                               help="LoRA composite: every adapter's prediction at each step, averaged (a denoiser's sampler)"))
+routed.register("composite", "LoRA composite: every adapter's prediction at each step, averaged (a denoiser's sampler)")

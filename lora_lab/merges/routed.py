@@ -13,9 +13,11 @@ active for one or two steps).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import List
 
+from ..catalog import MergeMethodSpec, register_merge
 from . import Delta
 
 RULES = ("switch", "composite")
@@ -49,16 +51,11 @@ class Routed:
         return Routed(self.rule, [self.deltas[i] for i in keep], [self.ids[i] for i in keep])
 
 
-def merge(rule: str, deltas: List[Delta], ids: List[str]) -> Routed:
-    return Routed(rule, list(deltas), list(ids))
-
-
 class Accumulator:
     """Prefix k + 1 from prefix k: the deltas so far, kept whole (nothing to sum)."""
 
-    rule = ""
-
-    def __init__(self, p):
+    def __init__(self, rule: str, p):
+        self.rule = rule
         self.deltas: List[Delta] = []
         self.ids: List[str] = []
 
@@ -71,3 +68,9 @@ class Accumulator:
 
     def without(self, delta: Delta, ident: str) -> Routed:
         return self.result().without(ident)
+
+
+def register(rule: str, help: str) -> None:
+    """Register the operator `rule` as a weight-space merge method composing at sampling time."""
+    register_merge(MergeMethodSpec(rule, ("weight",), lambda deltas, ids, p: Routed(rule, list(deltas), list(ids)),
+                                   functools.partial(Accumulator, rule), sampler=True, help=help))
