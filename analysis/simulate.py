@@ -38,7 +38,7 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from lora_lab.schema import Metric, Mode, TableSchema
+from lora_lab.schema import Metric, Mode, TableSchema, diversity_metrics
 
 from .stats import Analysis, Options, analyse
 
@@ -62,11 +62,7 @@ METRICS = (
            collapsible=True, help="how far the targets no included adapter covers moved from the base"),
     Metric("control_explicit_acc", "explicit-prompt accuracy", "fraction", "higher", "control", "Controllability", 0.0,
            1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
-    Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
-           collapsible=True, help="mean normalised entropy of the attribute distributions"),
-    Metric("diversity_offtarget", "normalised entropy, untargeted pairs", "fraction", "higher", "diversity",
-           "Attribute diversity where no adapter aims", 0.0, 1.0, primary=True, collapsible=True,
-           help="mean normalised entropy over the (role, axis) pairs no included adapter targets (H4b)"),
+    *diversity_metrics(),
     Metric("removal_gap", "TV distance to target", "TV", "lower", "bias", "Bias gap after removal", 0.0, 1.0,
            help="the gap on the included targets after the composition is removed again (the base's, exactly)"),
     Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",

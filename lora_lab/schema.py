@@ -281,6 +281,18 @@ def core_metrics(gap_label: str, drift_label: str, unit: str, what: str, lo: flo
     )
 
 
+def diversity_metrics() -> Tuple[Metric, ...]:
+    """The two diversity columns of a world whose bias is attribute distributions (normalised
+    entropy over all (role, axis) pairs, and over those no included adapter targets: H4b's)."""
+    return (
+        Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0,
+               1.0, collapsible=True, help="mean normalised entropy of the attribute distributions"),
+        Metric("diversity_offtarget", "normalised entropy, untargeted pairs", "fraction", "higher", "diversity",
+               "Attribute diversity where no adapter aims", 0.0, 1.0, primary=True, collapsible=True,
+               help="mean normalised entropy over the (role, axis) pairs no included adapter targets (H4b)"),
+    )
+
+
 # An image world's sample grids (lora_lab/samples.py): a run writes them into SAMPLES_DIR, one PNG per
 # (family, seed, merge, k) of the first ordering; the report reads them back by name.
 SAMPLES_DIR = "samples"

@@ -5,7 +5,7 @@ read back from the pixels by a deterministic decoder (`render.py`); a text-to-im
 from __future__ import annotations
 
 from ...catalog import WorldSpec, register_world
-from ...schema import Metric, core_metrics
+from ...schema import Metric, core_metrics, diversity_metrics
 from .config import DEFAULT_N, ShapesWorldConfig
 
 CORE = core_metrics("TV distance to target", "TV distance from base", "TV", "targets", hi=1.0, drift_hi=1.0,
@@ -29,11 +29,7 @@ METRICS = (
                 "between each scene's decoded mix and the target, mean over scenes and targets"),
     Metric("control_explicit_acc", "explicit-prompt accuracy", "fraction", "higher", "control", "Controllability", 0.0,
            1.0, collapsible=True, help="a prompt naming a colour or style gets an image with it"),
-    Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
-           collapsible=True, help="mean normalised entropy of the attribute distributions"),
-    Metric("diversity_offtarget", "normalised entropy, untargeted pairs", "fraction", "higher", "diversity",
-           "Attribute diversity where no adapter aims", 0.0, 1.0, primary=True, collapsible=True,
-           help="mean normalised entropy over the (role, axis) pairs no included adapter targets (H4b)"),
+    *diversity_metrics(),
     CORE[3],
 )
 

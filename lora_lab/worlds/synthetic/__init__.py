@@ -4,7 +4,7 @@ from scratch on every seed, with exact ground truth for every metric (`metrics.p
 from __future__ import annotations
 
 from ...catalog import WorldSpec, register_world
-from ...schema import Metric, core_metrics
+from ...schema import Metric, core_metrics, diversity_metrics
 from .config import DEFAULT_N, SyntheticWorldConfig
 
 CORE = core_metrics("TV distance to target", "TV distance from base", "TV", "targets", hi=1.0, drift_hi=1.0,
@@ -20,11 +20,7 @@ METRICS = (
     *CORE[:3],
     Metric("control_explicit_acc", "explicit-prompt accuracy", "fraction", "higher", "control", "Controllability", 0.0,
            1.0, collapsible=True, help="a prompt with a marker word gets the marked attribute"),
-    Metric("diversity_entropy", "normalised entropy", "fraction", "higher", "diversity", "Attribute diversity", 0.0, 1.0,
-           collapsible=True, help="mean normalised entropy of the attribute distributions"),
-    Metric("diversity_offtarget", "normalised entropy, untargeted pairs", "fraction", "higher", "diversity",
-           "Attribute diversity where no adapter aims", 0.0, 1.0, primary=True, collapsible=True,
-           help="mean normalised entropy over the (role, axis) pairs no included adapter targets (H4b)"),
+    *diversity_metrics(),
     CORE[3],  # removal_gap, in the column order the table has always had
     Metric("axis_mass", "probability on the axis values", "fraction", "none", "diagnostic",
            "Attribute answers (collapse below the threshold)", 0.0, 1.0,
