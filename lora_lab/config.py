@@ -200,11 +200,16 @@ class AdaptersConfig:
     calibrate: bool = False
     calibration_target: float = 0.8
     max_scale: float = 8.0
+    # Adapters of a family trained together in one batched pass over the shared base, at most this
+    # many per pass (lora_lab/batched.py); 1: one at a time. The same adapters either way, up to
+    # float summation order; models with dropout and objectives other than next-token text train
+    # one at a time.
+    together: int = 128
 
     def __post_init__(self) -> None:
         p = "adapters"
         _require(self.n is None or self.n > 0, f"{p}.n", "must be > 0 or null", self.n)
-        for name in ("samples", "steps", "batch_size"):
+        for name in ("samples", "steps", "batch_size", "together"):
             _require(getattr(self, name) > 0, f"{p}.{name}", "must be > 0", getattr(self, name))
         _require(0 <= self.retain_fraction < 1, f"{p}.retain_fraction", "must be in [0, 1)", self.retain_fraction)
         _require(0 < self.calibration_target < 1, f"{p}.calibration_target", "must be in (0, 1)", self.calibration_target)
@@ -506,8 +511,9 @@ def numbers_config(c: "Config") -> Dict[str, Any]:
 # so a config that does not set them keeps its hash, its cached curves and its setting.
 UNSET_LEFT_OUT = ("family.steps",)
 # Left out of `numbers_config` altogether: they change no results row (the frontier's points carry
-# their own strength and adapter in frontier.parquet).
-NOT_ROW_NUMBERS = ("eval.frontier_adapters", "eval.frontier_scales")
+# their own strength and adapter in frontier.parquet; adapters trained together are the adapters
+# trained one at a time, up to float summation order, and share their cache entries).
+NOT_ROW_NUMBERS = ("eval.frontier_adapters", "eval.frontier_scales", "adapters.together")
 
 
 def check_schedule(compose, n: int, after_use: Optional[AfterUseConfig] = None) -> None:

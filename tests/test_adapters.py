@@ -175,7 +175,7 @@ def test_steer_family_trains_and_stores_safetensors(tmp_path):
 
 
 def test_nan_loss_stops_adapter_training_and_caches_nothing(tmp_path, monkeypatch):
-    cfg, task, cache, base = _setup(tmp_path)
+    cfg, task, cache, base = _setup(tmp_path, "adapters.together=1")  # one at a time (together: test_batched.py)
     monkeypatch.setattr(training, "lm_loss", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True))
     with pytest.raises(training.TrainingDiverged, match="loss is inf"):
         build_adapters(cfg, base, task, cache, progress=False)

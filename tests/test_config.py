@@ -186,15 +186,41 @@ def test_results_record_the_config_as_given():
     assert "progress" not in a and "cache_dir" not in a and "threads" not in a and "logger.mode" not in a
 
 
+def test_idle_cores_and_the_cgroup_quota_are_read_from_the_kernels_files(tmp_path, monkeypatch):
+    from lora_lab import threads
+
+    stat = tmp_path / "stat"
+    snapshots = iter([
+        "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 100 0 0 900 0 0 0 0 0 0\ncpu1 500 0 0 500 0 0 0 0 0 0\ncpu7 0 0 0 5 0 0 0 0 0 0\n",
+        # cpu0: 10 ticks, all idle; cpu1: 10 ticks, 2 idle (+1 iowait) and 7 busy; cpu7 is not ours
+        "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 100 0 0 910 0 0 0 0 0 0\ncpu1 507 0 0 502 1 0 0 0 0 0\ncpu7 0 0 0 99 0 0 0 0 0 0\n",
+    ])
+    stat.write_text(next(snapshots))
+    monkeypatch.setattr(threads, "_cpus", lambda: {0, 1})
+    monkeypatch.setattr(threads.time, "sleep", lambda s: stat.write_text(next(snapshots)))
+    assert threads.idle_cores(path=str(stat)) == pytest.approx(1.0 + 0.3)
+    assert threads.idle_cores(path=str(tmp_path / "absent")) is None
+    quota = tmp_path / "cpu.max"
+    for text, cores in (("max 100000", None), ("150000 100000", 2), ("50000 100000", 1)):
+        quota.write_text(text)
+        assert threads.cgroup_cores(str(quota)) == cores
+    assert threads.cgroup_cores(str(tmp_path / "absent")) is None
+
+
 def test_threads_fit_the_job(monkeypatch):
     from lora_lab import threads
 
     assert threads.job_threads(3) == 3
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     monkeypatch.setattr(threads, "parallel_jobs", lambda cores: 1)
+    monkeypatch.setattr(threads, "idle_cores", lambda: None)  # not Linux: no idle count
     assert threads.job_threads() == 8
     monkeypatch.setattr(threads, "parallel_jobs", lambda cores: 3)
     assert threads.job_threads() == 2  # 8 cores, 3 jobs at once
+    monkeypatch.setattr(threads, "idle_cores", lambda: 1.2)
+    assert threads.job_threads() == 1  # other processes keep all but one core busy
+    monkeypatch.setattr(threads, "idle_cores", lambda: 0.1)
+    assert threads.job_threads() == 1 and threads.job_threads(4) == 4  # at least one; a request stands
     monkeypatch.undo()
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -105,12 +105,16 @@ def test_same_seed_same_null_adapters_and_their_own_cache_entries(trained, tmp_p
         assert len(fresh) == 1 and fresh[0].id == ads[fam][0].id  # the first target's adapter, retrained
         for a, b in zip(ads[fam], fresh):
             assert not b.meta["cache_hit"] and a.tensors.keys() == b.tensors.keys()
-            assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+            # alone it was trained one at a time, with the others together: equal up to float order
+            for k in a.tensors:
+                torch.testing.assert_close(a.tensors[k], b.tensors[k], rtol=1e-4, atol=1e-4 * float(a.tensors[k].abs().max()))
         real = catalog.control_of(catalog.family(fam))
         # the trained adapter went to the real family's own entry: the real family finds it, trains nothing
         again = build_adapters(_cfg(f"family={real}", "adapters.n=1"), base, task, ArtifactCache(tmp_path), progress=False)
-        assert again[0].meta["cache_hit"] and all(torch.equal(again[0].tensors[k], ads[real][0].tensors[k])
-                                                  for k in again[0].tensors)
+        assert again[0].meta["cache_hit"]
+        for k in again[0].tensors:  # the entry trained alone above, beside the one trained with the others
+            torch.testing.assert_close(again[0].tensors[k], ads[real][0].tensors[k], rtol=1e-4,
+                                       atol=1e-4 * float(ads[real][0].tensors[k].abs().max()))
         assert ads[fam][0].path.parent.name == f"adapter_{fam}" and ads[real][0].path.parent.name == f"adapter_{real}"
         t = ads[fam][0].target
         keys = [content_key("adapter", adapter_key_payload(_cfg(f"family={f}"), base.key, t, task.world.fingerprint))

@@ -11,7 +11,9 @@ import functools
 import json
 import logging
 import shutil
+import tempfile
 import zlib
+from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -19,7 +21,7 @@ import peft
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..cache import MANIFEST, ArtifactCache, content_key, write_json_atomic
+from ..cache import MANIFEST, ArtifactCache, Entry, content_key, write_json_atomic
 from ..config import numbers_config
 from ..contracts import TRAINED_DIR
 from ..schema import Metric
@@ -62,12 +64,61 @@ def adapter_key_payload(cfg, base_key: str, target, data: str, fcfg=None) -> Dic
     }
 
 
+def train_together(cfg, base, task, cache: ArtifactCache, targets, progress: bool = True) -> Dict[str, Entry]:
+    """The adapters of `targets` not yet in the cache, trained `adapters.together` at a time in one
+    batched pass each (`Family.train_many`, `batched.py`) and stored each in its own cache entry, as
+    training them one by one would store them: {target id: entry built}. A control's adapters are
+    its real family's (trained in that family's entries). Nothing when the family trains one at a
+    time (no `train_many`, `adapters.together=1`) or the adapters cannot share a pass
+    (`batched.batchable`): `build_adapters` then trains each as it goes."""
+    from ..batched import batchable
+
+    family = catalog.family(cfg.family.name)
+    real = catalog.control_of(family)
+    fam, fcfg = (catalog.family(real), catalog.real_config(cfg.family, real)) if real else (family, cfg.family)
+    kind, together = f"adapter_{fam.name}", cfg.adapters.together
+    if together < 2 or not hasattr(fam, "train_many"):
+        return {}
+    missing = []
+    for t in targets:
+        payload = adapter_key_payload(cfg, base.key, t, task.world.fingerprint, fcfg)
+        key = content_key("adapter", payload)
+        if cache.load(kind, key) is None:
+            missing.append((t, key, payload))
+    if len(missing) < 2:
+        return {}
+    seeds = [adapter_seed(cfg.seed, t) for t, _, _ in missing]
+    objectives = [task.objective(t, base.tokenizer, cfg.adapters, s) for (t, _, _), s in zip(missing, seeds)]
+    if not batchable(base.handle.module, objectives):
+        return {}
+    built: Dict[str, Entry] = {}
+    for lo in range(0, len(missing), together):
+        chunk = slice(lo, lo + together)
+        with tempfile.TemporaryDirectory(dir=cache.root, prefix=".together-") as tmp:
+            dirs = [Path(tmp) / str(i) for i in range(len(missing[chunk]))]
+            for d in dirs:
+                d.mkdir()
+            desc = f"{fam.name} adapters {lo + 1}-{lo + len(dirs)} of {len(missing)}, together"
+            metas = fam.train_many(base, fcfg, objectives[chunk], cfg.adapters, seeds[chunk], dirs, progress, desc,
+                                   names=[t.id for t, _, _ in missing[chunk]])
+            for (t, key, payload), d, meta in zip(missing[chunk], dirs, metas):
+                def stored(dst, d=d, meta=meta, t=t):
+                    for f in d.iterdir():
+                        shutil.move(str(f), dst / f.name)
+                    return {**meta, "target": t.id}
+
+                built[t.id] = cache.get_or_build(kind, key, stored, describe=payload)
+    return built
+
+
 def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True) -> List[Adapter]:
     family = catalog.family(cfg.family.name)
     targets = task.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
     if not family.trainable or catalog.joint_of(family):  # a joint family trains per k (adapters/joint.py)
         return [Adapter(t, family.name, {}, {"n_params": 0, "cache_hit": None}) for t in targets]
     real = catalog.control_of(family)
+    cache.root.mkdir(parents=True, exist_ok=True)
+    built = train_together(cfg, base, task, cache, targets, progress)
     out = []
     bar = tqdm(targets, desc=f"{family.name} adapters", disable=not progress)
     for t in bar:
@@ -90,8 +141,8 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
             family.derive(d, seed)
             return dict(entry.meta)
 
-        entry = cache.get_or_build(f"adapter_{family.name}", content_key("adapter", payload),
-                                   trained if real is None else derived, describe=payload)
+        entry = built[t.id] if real is None and t.id in built else cache.get_or_build(
+            f"adapter_{family.name}", content_key("adapter", payload), trained if real is None else derived, describe=payload)
         tensors, factors = family.load(entry.path)  # factors: LoRA's B, A (None for other families)
         out.append(Adapter(t, family.name, tensors, {**entry.meta, "cache_hit": entry.hit}, entry.path, factors=factors))
     return out

@@ -137,28 +137,64 @@ class LoraFamily:
         return LoraConfig(r=fcfg.rank, lora_alpha=fcfg.alpha, target_modules=modules, lora_dropout=0.0, bias="none",
                           fan_in_fan_out=fan_in_fan_out)
 
-    def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+    @contextmanager
+    def wrapped(self, model, cfg, seed: int):
+        """`model` wrapped by PEFT with one fresh adapter initialised under `seed` (A's init, as
+        `get_peft_model` draws it); on exit the LoRA layers are out and the base modules (their
+        weights untouched) back in place."""
         import torch
         from peft import get_peft_model
 
-        from ..training import train
-
-        model = base.handle.module
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             # peft 0.21 calls a transformers-5 deprecated alias; harmless, and not the user's to fix
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            torch.manual_seed(seed)  # A's init
-            pm = get_peft_model(model, self.peft_config(base.handle, fcfg))
+            torch.manual_seed(seed)
+            pm = get_peft_model(model, cfg)
         try:
+            yield pm
+        finally:
+            pm.unload()
+            model.__dict__.pop("peft_config", None)  # left by PEFT; the next get_peft_model would warn
+
+    def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
+        from ..training import train
+
+        with self.wrapped(base.handle.module, self.peft_config(base.handle, fcfg), seed) as pm:
             params = [p for p in pm.parameters() if p.requires_grad]
             res = train(pm, params, objective, steps=acfg.steps_for(fcfg), batch_size=acfg.batch_size, lr=fcfg.lr, seed=seed,
                         desc=desc, progress=progress)
             pm.save_pretrained(str(out_dir))
-        finally:
-            pm.unload()  # LoRA layers out, base modules (untouched weights) back in place
-            model.__dict__.pop("peft_config", None)  # left by PEFT; the next get_peft_model would warn
         return {"train_seconds": res.seconds, "final_loss": sum(res.losses[-10:]) / 10,
                 "n_params": sum(p.numel() for p in params)}
+
+    def train_many(self, base, fcfg, objectives, acfg, seeds, out_dirs, progress: bool, desc: str,
+                   names=()) -> List[Dict[str, Any]]:
+        """`train` for each (objective, seed, out_dir), all in one batched pass (`batched.py`): each
+        adapter initialised as `train` initialises it, trained on its own batches through its own
+        factors, saved as `train` saves it (a PEFT directory)."""
+        from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+        from ..batched import lora_routes, stack, train_together
+        from .steer import frozen
+
+        model, cfg = base.handle.module, self.peft_config(base.handle, fcfg)
+        inits = []
+        for seed in seeds:
+            with self.wrapped(model, cfg, seed) as pm:
+                inits.append({k: v.detach().clone() for k, v in get_peft_model_state_dict(pm).items()})
+        state = stack(inits)  # PEFT's keys, each [n, ...]
+        a = {k[len(PREFIX) : -len(".lora_A.weight")]: v for k, v in state.items() if k.endswith(".lora_A.weight")}
+        b = {m: state[f"{PREFIX}{m}.lora_B.weight"] for m in a}
+        with frozen(model), lora_routes(model, a, b, cfg.lora_alpha / cfg.r):
+            results = train_together(model, list(state.values()), objectives, seeds, steps=acfg.steps_for(fcfg),
+                                     batch_size=acfg.batch_size, lr=fcfg.lr, names=names,
+                                     desc=desc, progress=progress)
+        with self.wrapped(model, cfg, 0) as pm:
+            for i, out_dir in enumerate(out_dirs):
+                set_peft_model_state_dict(pm, {k: v[i].detach() for k, v in state.items()})
+                pm.save_pretrained(str(out_dir))
+        n_params = sum(v[0].numel() for v in state.values())
+        return [{"train_seconds": r.seconds, "final_loss": sum(r.losses[-10:]) / 10, "n_params": n_params} for r in results]
 
     def load(self, path: Path):
         from ..merges.lowrank import densify

@@ -10,7 +10,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..catalog import register_family
 from ..checks import require as _require
@@ -48,15 +48,26 @@ def frozen(model):
 def site_views(flat, sites: Dict[str, Tuple[int, ...]]):
     """{site: view of `flat`} in the sites' order and shapes: one parameter tensor holds every
     site's vector, so training updates them as one (as one [layers, hidden] matrix when all sites
-    have the shape of a block's output)."""
+    have the shape of a block's output). A stacked `flat` [n, total] gives views [n, *shape]."""
     out, offset = {}, 0
+    lead = tuple(flat.shape[:-1])
     for site, shape in sites.items():
         n = 1
         for s in shape:
             n *= s
-        out[site] = flat[offset : offset + n].view(shape)
+        out[site] = flat[..., offset : offset + n].view(*lead, *shape)
         offset += n
     return out
+
+
+def save(flat, sites: Dict[str, Tuple[int, ...]], out_dir: Path) -> None:
+    """One adapter's vectors (`flat` [total]) as the family stores them: a tensor per site, and
+    the sites' order and shapes."""
+    from safetensors.torch import save_file
+
+    vectors = {s: v.detach().float().cpu().contiguous() for s, v in site_views(flat, sites).items()}
+    save_file(vectors, str(out_dir / FILE))
+    (out_dir / "steering_config.json").write_text(json.dumps({"sites": {s: list(v) for s, v in sites.items()}}))
 
 
 class SteerFamily:
@@ -73,7 +84,6 @@ class SteerFamily:
 
     def train(self, base, fcfg, objective, acfg, seed: int, out_dir: Path, progress: bool, desc: str) -> Dict[str, Any]:
         import torch
-        from safetensors.torch import save_file
 
         from ..interventions import steering
         from ..training import train
@@ -85,10 +95,28 @@ class SteerFamily:
         with frozen(handle.module), steering(handle.module, site_views(flat, sites)):
             res = train(handle.module, [flat], objective, steps=acfg.steps_for(fcfg), batch_size=acfg.batch_size, lr=fcfg.lr,
                         seed=seed, desc=desc, progress=progress)
-        vectors = {s: v.detach().float().cpu().contiguous() for s, v in site_views(flat, sites).items()}
-        save_file(vectors, str(out_dir / FILE))
-        (out_dir / "steering_config.json").write_text(json.dumps({"sites": {s: list(v) for s, v in sites.items()}}))
+        save(flat, sites, out_dir)
         return {"train_seconds": res.seconds, "final_loss": sum(res.losses[-10:]) / 10, "n_params": total}
+
+    def train_many(self, base, fcfg, objectives, acfg, seeds, out_dirs, progress: bool, desc: str,
+                   names=()) -> List[Dict[str, Any]]:
+        """`train` for each (objective, seed, out_dir), all in one batched pass (`batched.py`): the
+        vectors stacked [n, total], each from zero, each row group steered by its own."""
+        import torch
+
+        from ..batched import steer_routes, train_together
+
+        handle = base.handle
+        sites = handle.steer_sites()
+        total = sum(int(torch.Size(s).numel()) for s in sites.values())
+        flat = torch.zeros(len(objectives), total, device=handle.device, requires_grad=True)
+        with frozen(handle.module), steer_routes(handle.module, site_views(flat, sites)):
+            results = train_together(handle.module, [flat], objectives, seeds, steps=acfg.steps_for(fcfg),
+                                     batch_size=acfg.batch_size, lr=fcfg.lr, names=names,
+                                     desc=desc, progress=progress)
+        for i, out_dir in enumerate(out_dirs):
+            save(flat[i], sites, out_dir)
+        return [{"train_seconds": r.seconds, "final_loss": sum(r.losses[-10:]) / 10, "n_params": total} for r in results]
 
     def load(self, path: Path):
         from safetensors.torch import load_file
