@@ -1,8 +1,11 @@
 """Applying interventions to a live model, each as a context manager that undoes itself.
 
 - `weight_edit(model, deltas)`: W <- W0 + delta for named Linear/Conv1D weights; on exit every
-  touched weight is restored from a pristine copy taken on entry (bit-exact; never by
-  subtracting the delta back, which drifts in floating point).
+  touched weight is restored from a pristine copy (bit-exact; never by subtracting the delta back,
+  which drifts in floating point). The copy is taken on entry, or once for many edits inside
+  `pristine(model)` (a curve's compositions: one copy of the touched weights per curve, kept on the
+  host when the model is on a GPU). A delta may be a `merges.lowrank.LowRank`, added in place
+  (`addmm_`) without expanding it.
 - `routed_edit(model, routed, step_of)`: a composition at sampling time (`merges/routed.py`) on a
   denoiser: each forward pass with the switch's active adapter edited in, or once per adapter
   with the predictions averaged (composite); weights restored after every pass.
@@ -24,29 +27,84 @@ from typing import Callable, Dict, Iterator, Mapping
 import torch
 from torch import nn
 
+from .merges.lowrank import LowRank
+
+
+STORE = "_lora_lab_pristine"  # the model's attribute holding `pristine`'s copies
+
 
 def _weight(model: nn.Module, module_name: str) -> torch.Tensor:
     return model.get_submodule(module_name).weight
 
 
 @contextmanager
+def pristine(model: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
+    """Inside: `weight_edit` copies each weight it touches once (the first time), into host memory
+    when the weight is on a GPU, and restores from that copy, instead of copying at every edit. The
+    weights must be the pristine ones whenever no edit is applied (every edit restores them on exit).
+    Nested uses share the outermost copies."""
+    if STORE in model.__dict__:
+        yield model.__dict__[STORE]
+        return
+    model.__dict__[STORE] = {}
+    try:
+        yield model.__dict__[STORE]
+    finally:
+        del model.__dict__[STORE]
+
+
+def _add(w: torch.Tensor, delta) -> None:
+    """w += delta in place: a `LowRank` as one addmm_ on the weight (a conv kernel's as [out, in·prod(kernel)]),
+    its factors concatenated for this module only."""
+    if isinstance(delta, LowRank):
+        left, right = delta.product()
+        w.view(w.shape[0], -1).addmm_(left.to(device=w.device, dtype=w.dtype), right.to(device=w.device, dtype=w.dtype),
+                                      alpha=delta.scale)
+    else:
+        w.add_(delta.to(device=w.device, dtype=w.dtype))
+
+
+def add_into(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> None:
+    """W <- W + delta for each named module, in place and for good (a merge into the model, as
+    PEFT's merge_and_unload): no copy of anything, a `LowRank` never expanded to a full-size delta."""
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            _add(_weight(model, name), _fitted(_weight(model, name), name, delta))
+
+
+def _fitted(w: torch.Tensor, name: str, delta):
+    """`delta` as it adds to `w`: a conv kernel's dense delta given as [out, in·prod(kernel)] reshaped
+    to the kernel (a `LowRank` of that shape is added to the kernel's matrix view); a ValueError
+    naming the module on any other shape mismatch."""
+    as_matrix = w.dim() > 2 and len(delta.shape) == 2 and tuple(delta.shape) == (w.shape[0], w[0].numel())
+    if as_matrix:
+        return delta if isinstance(delta, LowRank) else delta.reshape(w.shape)
+    if tuple(w.shape) != tuple(delta.shape):
+        raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, weight is {tuple(w.shape)}")
+    return delta
+
+
+@contextmanager
 def weight_edit(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> Iterator[nn.Module]:
     """Temporarily add `deltas[module_name]` to each named module's weight."""
-    pristine: Dict[str, torch.Tensor] = {}
+    store = model.__dict__.get(STORE)
+    copies: Dict[str, torch.Tensor] = {}
     try:
         with torch.no_grad():
             for name, delta in deltas.items():
                 w = _weight(model, name)
-                if w.dim() > 2 and delta.dim() == 2 and delta.shape == (w.shape[0], w[0].numel()):
-                    delta = delta.reshape(w.shape)  # a conv kernel's delta as [out, in·prod(kernel)]
-                if w.shape != delta.shape:
-                    raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, weight is {tuple(w.shape)}")
-                pristine[name] = w.detach().clone()
-                w.add_(delta.to(device=w.device, dtype=w.dtype))
+                delta = _fitted(w, name, delta)
+                if store is None:
+                    copies[name] = w.detach().clone()
+                else:
+                    if name not in store:
+                        store[name] = w.detach().to("cpu" if w.is_cuda else w.device, copy=True)
+                    copies[name] = store[name]
+                _add(w, delta)
         yield model
     finally:
         with torch.no_grad():
-            for name, w0 in pristine.items():
+            for name, w0 in copies.items():
                 _weight(model, name).copy_(w0)
 
 

@@ -359,7 +359,10 @@ def stack(c: Config, base, task, adapters: Sequence[Adapter], ref, cache: Artifa
         ident = {**identity, "ordering": o}
 
         def build(d, merge=merge, o=o, ident=ident):
-            part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states, joints, base_eval)
+            from .interventions import pristine
+
+            with pristine(base.handle.module):  # one copy of the weights a curve edits, not one per composition
+                part = curve(c, base, task, adapters, orders[o], merge, ref, ident, progress, base_states, joints, base_eval)
             for r in part:
                 if SAMPLES in r:
                     write_png(d / f"samples_k{r['k']}.png", r.pop(SAMPLES))

@@ -340,3 +340,39 @@ def test_training_with_dropout_gives_the_same_weights_whatever_ran_before():
 
     first, second = fit(1), fit(2)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_low_rank_edits_and_one_pristine_copy_per_curve(lora_setup):
+    """A `LowRank` delta is added in place as its product is; inside `pristine`, the touched weights
+    are copied once, however many edits, and every edit still restores them bit-exactly."""
+    from lora_lab.interventions import STORE, pristine
+    from lora_lab.merges.lowrank import LowRank
+
+    cfg, task, cache, base, adapters = lora_setup
+    model, before = base.model, _state(base.model)
+    plain = _logits(model)
+    factors = adapters[0].factors
+    lowrank = {n: LowRank((left,), (right,)) for n, (left, right) in factors.items()}
+    with weight_edit(model, dict(adapters[0].tensors)):
+        dense_logits = _logits(model)
+    with weight_edit(model, lowrank):
+        torch.testing.assert_close(_logits(model), dense_logits, rtol=1e-5, atol=1e-5)
+    _assert_bit_identical(model, before)
+    with pristine(model) as store:
+        assert not store
+        with weight_edit(model, lowrank):
+            copies = {n: t for n, t in store.items()}
+            assert set(copies) == set(factors)
+        _assert_bit_identical(model, before)
+        for ad in adapters:
+            with weight_edit(model, ad.scaled()):
+                assert not torch.allclose(_logits(model), plain)  # edited
+            _assert_bit_identical(model, before)
+        assert all(store[n] is copies[n] for n in copies)  # copied once
+        with pristine(model) as inner:
+            assert inner is store  # nested: the outermost copies
+    assert STORE not in model.__dict__
+    with pytest.raises(ValueError, match="shape"):
+        with weight_edit(model, {next(iter(factors)): LowRank((torch.ones(2, 1),), (torch.ones(1, 3),))}):
+            pass
+    _assert_bit_identical(model, before)

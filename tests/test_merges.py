@@ -5,7 +5,8 @@ import torch
 
 from lora_lab import catalog
 from lora_lab.merges import MergeParams, accumulator, merge
-from lora_lab.merges.lowrank import densify, fused_sum
+from lora_lab.merges.lowrank import LowRank, densify, fused_sum
+from lora_lab.merges.lowrank import dense as dense_
 
 T = torch.tensor
 
@@ -107,8 +108,9 @@ def test_fused_low_rank_sum_is_the_sum_of_the_products():
 
 @pytest.mark.parametrize("name", sorted(n for n, m in catalog.merges().items() if m.lowrank))
 def test_low_rank_prefixes_equal_dense_from_scratch(name):
-    """LoRA factors added to the accumulator, flushed at uneven prefixes (a pow2 schedule),
-    give the dense from-scratch merge; dense and low-rank adds may be mixed."""
+    """LoRA factors added to the accumulator, read at uneven prefixes (a pow2 schedule), give the
+    dense from-scratch merge, unexpanded (`LowRank`) while only factors went in; dense and low-rank
+    adds may be mixed."""
     g = torch.Generator().manual_seed(2)
     factors = [{"a": (torch.randn(6, 3, generator=g), torch.randn(3, 4, generator=g))} for _ in range(9)]
     dense = [densify(f) for f in factors]
@@ -121,7 +123,9 @@ def test_low_rank_prefixes_equal_dense_from_scratch(name):
         else:
             acc.add_lowrank(factors[k - 1], ids[k - 1])
         if k in (1, 2, 4, 8, 9):
-            torch.testing.assert_close(acc.result()["a"], merge(name, dense[:k], ids[:k], p)["a"], rtol=1e-5, atol=1e-5)
+            got = acc.result()["a"]
+            assert isinstance(got, LowRank) == (k < 3) and got.shape == (6, 4)
+            torch.testing.assert_close(dense_(got), merge(name, dense[:k], ids[:k], p)["a"], rtol=1e-5, atol=1e-5)
 
 
 def test_every_method_declares_where_it_applies_and_its_parameters():
@@ -159,13 +163,13 @@ def test_sum_leave_one_out_is_the_stack_minus_lambda_k_times_the_delta(lam):
     acc = accumulator("sum", p)
     for f, i in zip(factors, ids):
         acc.add_lowrank(f, i)
-    stack, lam_k = acc.result()["w"], lam_at(lam, 4)
+    stack, lam_k = dense_(acc.result()["w"]), lam_at(lam, 4)
     for i in range(4):
         loo = acc.without(dense[i], ids[i])["w"]
         assert torch.equal(loo, stack - lam_k * dense[i]["w"])  # exactly
         others = sum(d["w"] for j, d in enumerate(dense) if j != i)
         torch.testing.assert_close(loo, lam_k * others, rtol=1e-5, atol=1e-5)
-    assert torch.equal(acc.result()["w"], stack)  # the state is as it was
+    assert torch.equal(dense_(acc.result()["w"]), stack)  # the state is as it was
 
 
 @pytest.mark.parametrize("name", MERGING)

@@ -372,6 +372,8 @@ def test_target_gaps_frame_expands_extra_fields_only_when_present():
 
 def test_a_target_with_no_gap_has_no_reduction_and_no_calibration(monkeypatch, caplog):
     """Base gap 0 (a SEAT test within its noise floor): no division by zero, one warning naming it."""
+    import torch
+
     strength = {"s": 0.0}
 
     @contextmanager
@@ -390,7 +392,8 @@ def test_a_target_with_no_gap_has_no_reduction_and_no_calibration(monkeypatch, c
     cfg = SimpleNamespace(family=SimpleNamespace(name="steer"),
                           adapters=SimpleNamespace(calibration_target=0.5, max_scale=4.0, calibrate=True))
     with caplog.at_level(logging.WARNING, logger="lora_lab"):
-        none, some = stage.measure_single(adapters, cfg, SimpleNamespace(model=None, tokenizer=None, handle=None), task, None)
+        none, some = stage.measure_single(adapters, cfg, SimpleNamespace(model=None, tokenizer=None, handle=SimpleNamespace(module=torch.nn.Linear(1, 1))),
+                                          task, None)
     assert none["reduction"] != none["reduction"] and none["cal_reduction"] != none["cal_reduction"]
     assert none["cal_reachable"] is False and adapters[0].scale == 1.0 and none["stacked_gap"] == 0.0
     assert some["cal_reachable"] and some["cal_reduction"] == pytest.approx(0.5, abs=0.01) and adapters[1].scale < 1

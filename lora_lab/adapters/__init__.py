@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -21,7 +21,7 @@ from ..merges.lowrank import Factors
 class Adapter:
     target: Any  # the world's target (`.id`, `.kind`)
     family: str
-    tensors: Dict[str, torch.Tensor]  # lora: module name -> scale*B@A in the weight's layout; steer: site -> vector
+    tensors: Mapping[str, torch.Tensor]  # lora: module name -> scale*B@A in the weight's layout (computed when read); steer: site -> vector
     meta: Dict[str, Any] = field(default_factory=dict)  # training stats, parameter count, cache info
     path: Optional[Path] = None  # cache entry (None for parameter-free families)
     scale: float = 1.0  # strength multiplier (1 unless calibrated)
@@ -31,9 +31,11 @@ class Adapter:
     def id(self) -> str:
         return self.target.id
 
-    def scaled(self) -> Dict[str, torch.Tensor]:
+    def scaled(self) -> Mapping[str, torch.Tensor]:
         return {k: v * self.scale for k, v in self.tensors.items()} if self.scale != 1.0 else self.tensors
 
     def scaled_factors(self) -> Factors:
         assert self.factors is not None, f"{self.family} adapters have no low-rank factors"
+        if self.scale == 1.0:
+            return self.factors  # no copy
         return {k: (left * self.scale, right) for k, (left, right) in self.factors.items()}

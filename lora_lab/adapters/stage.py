@@ -144,8 +144,20 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
         entry = built[t.id] if real is None and t.id in built else cache.get_or_build(
             f"adapter_{family.name}", content_key("adapter", payload), trained if real is None else derived, describe=payload)
         tensors, factors = family.load(entry.path)  # factors: LoRA's B, A (None for other families)
+        tensors, factors = on_device(tensors, factors, base.handle.device)
         out.append(Adapter(t, family.name, tensors, {**entry.meta, "cache_hit": entry.hit}, entry.path, factors=factors))
     return out
+
+
+def on_device(tensors, factors, device):
+    """An adapter's tensors where the model is, so merges run there: its factors, when it has them
+    (its dense deltas are then computed from them when read, on that device), else its tensors."""
+    if factors is not None:
+        from ..merges.lowrank import DenseView
+
+        factors = {n: (left.to(device), right.to(device)) for n, (left, right) in factors.items()}
+        return DenseView(factors), factors
+    return {k: v.to(device) for k, v in tensors.items()}, None
 
 
 def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[str, Any]]:
@@ -155,6 +167,13 @@ def measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[s
     A control family's adapter (a random one of its trained counterpart's size, `Family.control_of`)
     is calibrated on that trained counterpart, kept in its directory: it is stacked at the strength
     the real adapter is, and `stacked_gap` is its own gap there."""
+    from ..interventions import pristine
+
+    with pristine(base.handle.module):  # one copy of the weights the adapters edit, not one per edit
+        return _measure_single(adapters, cfg, base, task, ref)
+
+
+def _measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[str, Any]]:
     family = catalog.family(cfg.family.name)
     real = catalog.control_of(family)
     model, tok = base.model, base.tokenizer

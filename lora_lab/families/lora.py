@@ -197,10 +197,11 @@ class LoraFamily:
         return [{"train_seconds": r.seconds, "final_loss": sum(r.losses[-10:]) / 10, "n_params": n_params} for r in results]
 
     def load(self, path: Path):
-        from ..merges.lowrank import densify
+        """Its factors, and its dense deltas as a view that computes them when read (never stored)."""
+        from ..merges.lowrank import DenseView
 
         factors = load_lora_factors(path)
-        return densify(factors), factors
+        return DenseView(factors), factors
 
     def apply(self, handle, tensors):
         """Merged deltas edited into the weights; a composition at sampling time (switch,

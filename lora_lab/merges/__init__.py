@@ -5,8 +5,9 @@ vectors (output space), of any shape. Every method has two forms:
 - `merge(deltas, ids, params)`: the from-scratch merge of k deltas, written as the paper states it;
 - an accumulator with `add(delta, id)` / `result()`: prefix k+1 from prefix k at a cost that does not
   grow with k. Tests check the two agree.
-Methods declared `lowrank` (sum, mean) also take LoRA factors (`add_lowrank`), summed as one fused
-product per module (`lowrank.fused_sum`) rather than k dense additions.
+Methods declared `lowrank` (sum, mean) also take LoRA factors (`add_lowrank`): their result is each
+module's sum as one unexpanded product (`lowrank.LowRank`), which `interventions.weight_edit` adds
+into the weight in place, rather than k dense additions.
 `ids` name the adapters (DARE seeds each adapter's drop mask from its id, so masks do not depend on
 the order or on which other adapters are present).
 

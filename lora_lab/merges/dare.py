@@ -15,11 +15,13 @@ DROP = Param("drop", 0.5, "DARE: probability of dropping an entry", lambda v: 0 
 
 
 def drop_and_rescale(t, drop: float, seed: int, ident: str, name: str):
+    """The mask is drawn by a CPU generator whatever the device (the same masks on a GPU as on a
+    CPU: generators of different devices draw different streams) and moved to `t`'s device."""
     import torch
 
     g = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{ident}:{name}".encode()))
     keep = torch.rand(t.shape, generator=g) >= drop
-    return t * keep.to(t.dtype) / (1.0 - drop)
+    return t * keep.to(device=t.device, dtype=t.dtype) / (1.0 - drop)
 
 
 def _sparsify(delta: Delta, ident: str, p) -> Delta:

@@ -60,7 +60,8 @@ class Accumulator:
         self.ids: List[str] = []
 
     def add(self, delta: Delta, ident: str) -> None:
-        self.deltas.append(delta)
+        # expanded once where an adapter's deltas are computed when read (`lowrank.DenseView`)
+        self.deltas.append(delta if isinstance(delta, dict) else dict(delta))
         self.ids.append(ident)
 
     def result(self) -> Routed:

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from ..catalog import MergeMethodSpec, Param, register_merge
 from . import Delta
-from .lowrank import Factors, fused_sum
+from .lowrank import Factors, dense, stacked
 
 # λ_k as a function of k, by the spelling `compose.lam` takes; aliases need no quoting on a command line
 SCHEDULES = {"1/sqrt(k)": lambda k: 1.0 / math.sqrt(k), "1/k": lambda k: 1.0 / k}
@@ -82,37 +82,34 @@ def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
 
 class Accumulator:
     """The running sum, and how many deltas it holds (λ is λ_k). Low-rank deltas (LoRA factors)
-    wait until `result()`, which adds all of them since the last call as one fused product per
-    module."""
+    stay factors: `result()` gives each module's sum of them as one unexpanded product
+    (`lowrank.LowRank`, expanded where it is added to the weight), λ_k on its left factor."""
 
     def __init__(self, p):
-        self.p, self.total, self.pending, self.k = p, {}, [], 0
-
-    def _add(self, delta: Delta) -> None:
-        for k, v in delta.items():
-            self.total[k] = self.total[k] + v if k in self.total else v.clone()
+        self.p, self.total, self.factors, self.k = p, {}, [], 0
 
     def add(self, delta: Delta, ident: str) -> None:
-        self._add(delta)
+        for k, v in delta.items():
+            self.total[k] = self.total[k] + v if k in self.total else v.clone()
         self.k += 1
 
     def add_lowrank(self, factors: Factors, ident: str) -> None:
-        self.pending.append(factors)
+        self.factors.append(factors)
         self.k += 1
 
     def result(self) -> Delta:
-        if self.pending:
-            self._add(fused_sum(self.pending))
-            self.pending = []
         if not self.k:
             return {}
         lam = lam_at(self.p.lam, self.k)
-        return {k: lam * v for k, v in self.total.items()}
+        lowrank = stacked(self.factors)
+        if not self.total:
+            return {k: lam * v for k, v in lowrank.items()}
+        return {k: lam * (v + dense(lowrank[k]) if k in lowrank else v) for k, v in self.total.items()}
 
     def without(self, delta: Delta, ident: str) -> Delta:
-        """The stack minus λ_k·`delta`: every other delta added, at the λ of all k."""
+        """The stack minus λ_k·`delta`: every other delta added, at the λ of all k (expanded)."""
         lam = lam_at(self.p.lam, self.k)
-        return {k: v - lam * delta[k] for k, v in self.result().items()}
+        return {k: dense(v) - lam * delta[k] for k, v in self.result().items()}
 
 
 register_merge(MergeMethodSpec("sum", ("weight", "output", "input"), merge, Accumulator, (LAM,), lowrank=True,
