@@ -31,10 +31,13 @@ TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
+# bench/bench_compose_large.py (a 0.94B model and 256 adapters: ~10 GB of memory) runs on its own.
 bench: $(STAMP)
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_seat.py
+	$(PY) bench/bench_together.py
+	$(PY) bench/bench_threads.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
 On a small model every intra-op thread waits at a barrier per operation, spinning while it waits,
 so threads beyond the cores a job really has are pure loss: two jobs of two threads each on two
 cores run slower than one job of two, and a training step of the default model with two threads
-beside one busy process on two cores took 3× its quiet time (one thread: 1.4×; bench/bench_threads.py).
+beside one busy process on two cores took 2.65× its quiet time (one thread: 1.13×; bench/bench_threads.py).
 `threads=0` (the default) therefore takes
 - the cores this process may run on: its CPU affinity, capped by `SLURM_CPUS_PER_TASK` under SLURM
   and by the cgroup's CPU quota (`cpu.max`: a container given 2 CPUs of a larger machine),

@@ -27,9 +27,9 @@ def max_relative_difference(a, b):
     return max(float((a[k] - b[k]).abs().max() / b[k].abs().max()) for k in b)
 
 
-@pytest.mark.parametrize("family", ["lora", "steer"])
-def test_trained_together_equals_one_at_a_time(tmp_path, family):
-    cfg, task, cache, base = _setup(tmp_path, f"family={family}")
+@pytest.mark.parametrize("family,model", [("lora", "tiny_gpt2"), ("steer", "tiny_gpt2"), ("lora", "tiny_llama")])
+def test_trained_together_equals_one_at_a_time(tmp_path, family, model):
+    cfg, task, cache, base = _setup(tmp_path, f"family={family}", f"model={model}")
     fam = catalog.family(family)
     targets = task.bias_targets(cfg.adapters.kind.value, cfg.adapters.n)
     seeds = [adapter_seed(cfg.seed, t) for t in targets]

@@ -215,3 +215,24 @@ def test_routed_prefixes_keep_every_delta_whole(name):
     with pytest.raises(ValueError, match="valid"):
         Routed("blend", deltas, ids)
     assert catalog.merge_method(name).sampler and catalog.merge_method(name).spaces == ("weight",)
+
+
+def test_a_low_rank_sum_goes_into_linear_and_conv_weights_as_its_dense_sum():
+    """`add_into` and `weight_edit` add a `LowRank` (a conv kernel's as [out, in·k·k]) as its
+    expanded product, scale included, and never need it expanded; `weight_edit` restores exactly."""
+    from lora_lab.interventions import add_into, weight_edit
+
+    g = torch.Generator().manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Conv2d(3, 5, 3))
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    terms = {"0": [(torch.randn(6, 2, generator=g), torch.randn(2, 4, generator=g)) for _ in range(3)],
+             "1": [(torch.randn(5, 2, generator=g), torch.randn(2, 27, generator=g)) for _ in range(3)]}
+    lowrank = {n: LowRank(tuple(l for l, _ in t), tuple(r for _, r in t), 0.5) for n, t in terms.items()}
+    by_hand = {n: 0.5 * sum(l @ r for l, r in t) for n, t in terms.items()}
+    with weight_edit(model, lowrank):
+        torch.testing.assert_close(model[0].weight - w0["0.weight"], by_hand["0"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close((model[1].weight - w0["1.weight"]).reshape(5, 27), by_hand["1"], rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(p, w0[n]) for n, p in model.named_parameters())
+    add_into(model, {"0": lowrank["0"] / 0.5})
+    torch.testing.assert_close(model[0].weight - w0["0.weight"], 2 * by_hand["0"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(dense_(lowrank["0"] * 2), 2 * lowrank["0"].dense())
