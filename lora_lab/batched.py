@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -31,11 +31,19 @@ from tqdm.auto import tqdm
 from .training import LMObjective, TrainingDiverged, TrainResult, cosine_lr
 
 
+# Hugging Face config fields of dropout applied functionally (no nn.Dropout module: Llama's attention)
+DROPOUT_FIELDS = ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout",
+                  "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout")
+
+
 def has_dropout(model: nn.Module) -> bool:
-    """Whether training `model` draws dropout masks (a dropout module with p > 0): masks drawn for
-    a batch of n adapters are not the masks each would draw alone, so such models train adapters
-    one at a time."""
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    """Whether training `model` draws dropout masks (a dropout module with p > 0, or a dropout rate
+    > 0 in a Hugging Face config): masks drawn for a batch of n adapters are not the masks each
+    would draw alone, so such models train adapters one at a time."""
+    config = getattr(model, "config", None)
+    rates = [getattr(config, f, 0) for f in DROPOUT_FIELDS] if config is not None else []
+    return (any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+            or any(isinstance(r, (int, float)) and r > 0 for r in rates))
 
 
 def batchable(model: nn.Module, objectives: Sequence[object]) -> bool:
@@ -45,29 +53,47 @@ def batchable(model: nn.Module, objectives: Sequence[object]) -> bool:
             and not has_dropout(model))
 
 
-def _grouped(x: torch.Tensor, n: int) -> torch.Tensor:
-    """[n·b, ..., d] -> [n, b·..., d]: the rows of each group contiguous (rows are group-major)."""
+def _grouped(x: torch.Tensor, n: int, rows: int) -> torch.Tensor:
+    """[n·b, ..., d] -> [n, b·..., d]: the rows of each group contiguous (rows are group-major).
+    A tensor that does not lead with the batch's `rows` rows (a module that saw its tokens
+    reordered or flattened) cannot be routed: an error, never rows sent to another adapter."""
+    if x.shape[0] != rows:
+        raise RuntimeError(f"a routed module saw {tuple(x.shape)}, not the batch's {rows} rows first; "
+                           "this model cannot train adapters together (adapters.together=1)")
     return x.reshape(n, -1, x.shape[-1])
 
 
 @contextmanager
 def lora_routes(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
-                scaling: float) -> Iterator[nn.Module]:
-    """Each named module's output gains, for the rows of group i (the batch's i-th n-th, rows
-    group-major), scaling · B_i A_i x: `a[m]` [n, r, in] and `b[m]` [n, out, r] in PEFT's layout
-    (lora_A.weight, lora_B.weight), whatever the base weight's layout (nn.Linear or Conv1D act on
-    the last dimension alike). Forward hooks, removed on exit."""
+                scaling: float, rows: int) -> Iterator[nn.Module]:
+    """Each named module's output gains, for the rows of group i (the batch's i-th n-th of its
+    `rows` rows, group-major), scaling · B_i A_i x: `a[m]` [n, r, in] and `b[m]` [n, out, r] in
+    PEFT's layout (lora_A.weight, lora_B.weight), whatever the base weight's layout (nn.Linear or
+    Conv1D act on the last dimension alike). As PEFT, x is cast to the factors' dtype and the
+    product back to the output's. Forward hooks, removed on exit."""
 
     def hook_for(name):
         def hook(module, args, out):
-            n = a[name].shape[0]
-            xa = torch.bmm(_grouped(args[0], n), a[name].transpose(1, 2))  # [n, rows, r]
+            fa, fb = a[name], b[name]
+            n = fa.shape[0]
+            xa = torch.bmm(_grouped(args[0], n, rows).to(fa.dtype), fa.transpose(1, 2))  # [n, rows, r]
             # PEFT computes base(x) + lora_B(lora_A(x)) * scaling: the same sum, fused
-            return torch.baddbmm(_grouped(out, n), xa, b[name].transpose(1, 2), alpha=scaling).view(out.shape)
+            summed = torch.baddbmm(_grouped(out, n, rows).to(fa.dtype), xa, fb.transpose(1, 2), alpha=scaling)
+            return summed.to(out.dtype).view(out.shape)
         return hook
 
-    handles = [model.get_submodule(name).register_forward_hook(hook_for(name)) for name in a]
+    with hooked(model, {name: hook_for(name) for name in a}):
+        yield model
+
+
+@contextmanager
+def hooked(model: nn.Module, hooks: Mapping[str, Callable]) -> Iterator[nn.Module]:
+    """`model` with a forward hook on each named sub-module, removed on exit (also on error, also
+    when registering one of them fails)."""
+    handles = []
     try:
+        for name, hook in hooks.items():
+            handles.append(model.get_submodule(name).register_forward_hook(hook))
         yield model
     finally:
         for h in handles:
@@ -75,26 +101,26 @@ def lora_routes(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[str,
 
 
 @contextmanager
-def steer_routes(model: nn.Module, vectors: Mapping[str, torch.Tensor]) -> Iterator[nn.Module]:
-    """Each named site's output gains, for the rows of group i, `vectors[site][i]` (broadcast over
-    positions, as `interventions.steering` adds one adapter's vector). Forward hooks, removed on exit."""
+def steer_routes(model: nn.Module, vectors: Mapping[str, torch.Tensor], rows: int) -> Iterator[nn.Module]:
+    """Each named site's output gains, for the rows of group i (of the batch's `rows`, group-major),
+    `vectors[site][i]` (broadcast over positions, as `interventions.steering` adds one adapter's
+    vector). Forward hooks, removed on exit."""
 
     def hook_for(site):
         def hook(module, args, output):
             h = output[0] if isinstance(output, tuple) else output
             v = vectors[site]
             n = v.shape[0]
+            if h.shape[0] != rows:
+                raise RuntimeError(f"steering site {site} saw {tuple(h.shape)}, not the batch's {rows} rows first; "
+                                   "this model cannot train adapters together (adapters.together=1)")
             grouped = h.reshape(n, -1, *v.shape[1:]) + v.unsqueeze(1).to(h.dtype)
             h = grouped.view(h.shape)
             return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
         return hook
 
-    handles = [model.get_submodule(site).register_forward_hook(hook_for(site)) for site in vectors]
-    try:
+    with hooked(model, {site: hook_for(site) for site in vectors}):
         yield model
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _step_batch(streams, pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -37,16 +37,25 @@ def _weight(model: nn.Module, module_name: str) -> torch.Tensor:
     return model.get_submodule(module_name).weight
 
 
+class _Copies(dict):
+    """`pristine`'s store: weight name -> its pristine copy; `editing`: the names an edit holds now."""
+
+    def __init__(self):
+        super().__init__()
+        self.editing = set()
+
+
 @contextmanager
 def pristine(model: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
     """Inside: `weight_edit` copies each weight it touches once (the first time), into host memory
-    when the weight is on a GPU, and restores from that copy, instead of copying at every edit. The
-    weights must be the pristine ones whenever no edit is applied (every edit restores them on exit).
-    Nested uses share the outermost copies."""
+    when the weight is on a GPU, and restores from that copy, instead of copying at every edit. An
+    edit nested in another on the same weight takes its own copy (it restores the outer edit's
+    weight); `add_into` changes weights for good and drops their copies. Nested uses share the
+    outermost copies."""
     if STORE in model.__dict__:
         yield model.__dict__[STORE]
         return
-    model.__dict__[STORE] = {}
+    model.__dict__[STORE] = _Copies()
     try:
         yield model.__dict__[STORE]
     finally:
@@ -67,9 +76,12 @@ def _add(w: torch.Tensor, delta) -> None:
 def add_into(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> None:
     """W <- W + delta for each named module, in place and for good (a merge into the model, as
     PEFT's merge_and_unload): no copy of anything, a `LowRank` never expanded to a full-size delta."""
+    store = model.__dict__.get(STORE)
     with torch.no_grad():
         for name, delta in deltas.items():
             _add(_weight(model, name), _fitted(_weight(model, name), name, delta))
+            if store is not None:
+                store.pop(name, None)  # no longer the weight as it is
 
 
 def _fitted(w: torch.Tensor, name: str, delta):
@@ -89,23 +101,28 @@ def weight_edit(model: nn.Module, deltas: Mapping[str, torch.Tensor]) -> Iterato
     """Temporarily add `deltas[module_name]` to each named module's weight."""
     store = model.__dict__.get(STORE)
     copies: Dict[str, torch.Tensor] = {}
+    held = []  # names this edit holds in the store
     try:
         with torch.no_grad():
             for name, delta in deltas.items():
                 w = _weight(model, name)
                 delta = _fitted(w, name, delta)
-                if store is None:
+                if store is None or name in store.editing:
                     copies[name] = w.detach().clone()
                 else:
                     if name not in store:
                         store[name] = w.detach().to("cpu" if w.is_cuda else w.device, copy=True)
                     copies[name] = store[name]
+                    store.editing.add(name)
+                    held.append(name)
                 _add(w, delta)
         yield model
     finally:
         with torch.no_grad():
             for name, w0 in copies.items():
                 _weight(model, name).copy_(w0)
+        for name in held:
+            store.editing.discard(name)
 
 
 @contextmanager

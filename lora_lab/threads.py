@@ -29,13 +29,26 @@ def _cpus() -> Set[int]:
     return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
-def cgroup_cores(path: str = CGROUP_CPU_MAX) -> Optional[int]:
+def _own_cpu_max() -> str:
+    """This process's cgroup v2 `cpu.max` (from /proc/self/cgroup's "0::<path>" line), else the root's."""
+    try:
+        for line in open("/proc/self/cgroup"):
+            if line.startswith("0::"):
+                own = f"/sys/fs/cgroup{line[3:].strip()}/cpu.max"
+                if os.path.exists(own):
+                    return own
+    except OSError:
+        pass
+    return CGROUP_CPU_MAX
+
+
+def cgroup_cores(path: Optional[str] = None) -> Optional[int]:
     """The CPU quota of this process's cgroup in whole cores (rounded up), or None (no quota, no cgroup v2)."""
     try:
-        quota, period = open(path).read().split()[:2]
-    except (OSError, ValueError):
+        quota, period = open(path or _own_cpu_max()).read().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
         return None
-    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
 
 
 def usable_cores() -> int:
@@ -51,13 +64,17 @@ def usable_cores() -> int:
 
 
 def _cpu_times(cpus: Set[int], path: str) -> Dict[int, Tuple[int, int]]:
-    """{cpu: (idle ticks incl. iowait, all ticks but guest time)} from a /proc/stat-format file."""
+    """{cpu: (idle ticks incl. iowait, all ticks but guest time)} from a /proc/stat-format file
+    (lines it cannot read are skipped)."""
     out = {}
     with open(path) as f:
         for line in f:
-            name, *fields = line.split()
-            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                v = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+            name, *fields = line.split() or [""]
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(fields) >= 5:
+                try:
+                    v = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+                except ValueError:
+                    continue
                 out[int(name[3:])] = (v[3] + v[4], sum(v))
     return out
 
@@ -72,6 +89,8 @@ def idle_cores(window_s: float = IDLE_WINDOW_S, path: str = "/proc/stat") -> Opt
         time.sleep(window_s)
         after = _cpu_times(cpus, path)
     except OSError:
+        return None
+    if not after:  # none of this process's CPUs has a line (a container that renumbers them): unknown
         return None
     idle = 0.0
     for cpu, (i1, t1) in after.items():

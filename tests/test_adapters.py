@@ -342,6 +342,10 @@ def test_training_with_dropout_gives_the_same_weights_whatever_ran_before():
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
+def _weight_of(model, name):
+    return model.get_submodule(name).weight
+
+
 def test_low_rank_edits_and_one_pristine_copy_per_curve(lora_setup):
     """A `LowRank` delta is added in place as its product is; inside `pristine`, the touched weights
     are copied once, however many edits, and every edit still restores them bit-exactly."""
@@ -371,6 +375,24 @@ def test_low_rank_edits_and_one_pristine_copy_per_curve(lora_setup):
         assert all(store[n] is copies[n] for n in copies)  # copied once
         with pristine(model) as inner:
             assert inner is store  # nested: the outermost copies
+        name = next(iter(factors))
+        with weight_edit(model, lowrank):  # an edit nested in another restores the outer one's weight
+            outer = _weight_of(model, name).clone()
+            with weight_edit(model, lowrank):
+                assert not torch.equal(_weight_of(model, name), outer)
+            assert torch.equal(_weight_of(model, name), outer)
+        _assert_bit_identical(model, before)
+        from lora_lab.interventions import add_into
+
+        add_into(model, {name: lowrank[name]})  # for good: its copy is dropped, the next edit copies anew
+        changed = _weight_of(model, name).clone()
+        assert name not in store
+        with weight_edit(model, lowrank):
+            pass
+        assert torch.equal(_weight_of(model, name), changed)
+        with torch.no_grad():
+            _weight_of(model, name).copy_(before[name + ".weight"])
+    _assert_bit_identical(model, before)
     assert STORE not in model.__dict__
     with pytest.raises(ValueError, match="shape"):
         with weight_edit(model, {next(iter(factors)): LowRank((torch.ones(2, 1),), (torch.ones(1, 3),))}):

@@ -200,8 +200,11 @@ def test_idle_cores_and_the_cgroup_quota_are_read_from_the_kernels_files(tmp_pat
     monkeypatch.setattr(threads.time, "sleep", lambda s: stat.write_text(next(snapshots)))
     assert threads.idle_cores(path=str(stat)) == pytest.approx(1.0 + 0.3)
     assert threads.idle_cores(path=str(tmp_path / "absent")) is None
+    stat.write_text("cpu  1 2 3 4 5\ncpu9 1 2 3 4 5 6 7 8\ncpu0 garbled\n")
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    assert threads.idle_cores(path=str(stat)) is None  # no line for our CPUs: unknown, not 0 idle
     quota = tmp_path / "cpu.max"
-    for text, cores in (("max 100000", None), ("150000 100000", 2), ("50000 100000", 1)):
+    for text, cores in (("max 100000", None), ("150000 100000", 2), ("50000 100000", 1), ("garbled", None)):
         quota.write_text(text)
         assert threads.cgroup_cores(str(quota)) == cores
     assert threads.cgroup_cores(str(tmp_path / "absent")) is None

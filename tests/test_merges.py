@@ -109,11 +109,12 @@ def test_fused_low_rank_sum_is_the_sum_of_the_products():
 @pytest.mark.parametrize("name", sorted(n for n, m in catalog.merges().items() if m.lowrank))
 def test_low_rank_prefixes_equal_dense_from_scratch(name):
     """LoRA factors added to the accumulator, read at uneven prefixes (a pow2 schedule), give the
-    dense from-scratch merge, unexpanded (`LowRank`) while only factors went in; dense and low-rank
-    adds may be mixed."""
+    dense from-scratch merge of every module (one that only factors reach too); a module only
+    factors reach stays unexpanded (`LowRank`); dense and low-rank adds may be mixed."""
     g = torch.Generator().manual_seed(2)
-    factors = [{"a": (torch.randn(6, 3, generator=g), torch.randn(3, 4, generator=g))} for _ in range(9)]
+    factors = [{m: (torch.randn(12, 1, generator=g), torch.randn(1, 10, generator=g)) for m in "ab"} for _ in range(9)]
     dense = [densify(f) for f in factors]
+    dense[2] = {"a": dense[2]["a"]}  # the dense add at k = 3 touches module a only
     ids = [f"ad{i}" for i in range(9)]
     p = MergeParams(lam=0.7)
     acc = accumulator(name, p)
@@ -122,10 +123,17 @@ def test_low_rank_prefixes_equal_dense_from_scratch(name):
             acc.add(dense[k - 1], ids[k - 1])
         else:
             acc.add_lowrank(factors[k - 1], ids[k - 1])
-        if k in (1, 2, 4, 8, 9):
-            got = acc.result()["a"]
-            assert isinstance(got, LowRank) == (k < 3) and got.shape == (6, 4)
-            torch.testing.assert_close(dense_(got), merge(name, dense[:k], ids[:k], p)["a"], rtol=1e-5, atol=1e-5)
+        if k in (1, 2, 4, 6, 7, 8, 9):
+            got = acc.result()
+            assert set(got) == {"a", "b"}
+            # a: dense from the k = 3 add on; b: factors only
+            assert isinstance(got["a"], LowRank) == (k < 3) and isinstance(got["b"], LowRank)
+            for m in "ab":
+                expect = merge(name, [{m: d[m]} for d in dense[:k] if m in d], [i for d, i in zip(dense[:k], ids) if m in d], p)[m]
+                if name == "mean":  # the mean is over all k adds, a module missing from one of them included
+                    expect = expect * sum(m in d for d in dense[:k]) / k
+                torch.testing.assert_close(dense_(got[m]), expect, rtol=1e-5, atol=1e-5)
+            assert got["a"].shape == got["b"].shape == (12, 10)
 
 
 def test_every_method_declares_where_it_applies_and_its_parameters():

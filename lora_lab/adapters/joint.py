@@ -28,7 +28,7 @@ from ..families.joint import joint_ks
 from ..training import union
 from . import Adapter
 from .calibrate import Calibration, calibrate
-from .stage import OBJECTIVE, adapter_key_payload, adapter_seed
+from .stage import OBJECTIVE, adapter_key_payload, adapter_seed, on_device
 
 log = logging.getLogger("lora_lab")
 NAN = float("nan")
@@ -99,7 +99,7 @@ def build_joint(cfg, base, task, cache: ArtifactCache, targets: Sequence[Any], o
             return {**meta, "target": jt.id} if k == 1 else {**meta, "targets": [t.id for t in jt.targets]}
 
         entry = cache.get_or_build(kind, content_key("adapter", payload), build, describe=payload)
-        tensors, factors = real.load(entry.path)
+        tensors, factors = on_device(*real.load(entry.path), base.handle.device)
         out[jt.id] = Adapter(jt, family.name, tensors, {**entry.meta, "cache_hit": entry.hit, "steps": k * cfg.adapters.steps_for(fcfg)},
                              entry.path, factors=factors)
     return out

@@ -21,7 +21,7 @@ import peft
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..cache import MANIFEST, ArtifactCache, Entry, content_key, write_json_atomic
+from ..cache import MANIFEST, ArtifactCache, Entry, build_lock, content_key, write_json_atomic
 from ..config import numbers_config
 from ..contracts import TRAINED_DIR
 from ..schema import Metric
@@ -38,7 +38,8 @@ OBJECTIVE = "prompt-masked next-token cross-entropy"
 
 
 def adapter_seed(seed: int, target) -> int:
-    """Per-adapter seed: independent of which other adapters exist or their order."""
+    """Per-adapter seed: independent of which other adapters exist or their order (its init and
+    batch order; trained together with others, only float summation order depends on them)."""
     return zlib.crc32(f"{seed}:{target.id}".encode())
 
 
@@ -88,10 +89,25 @@ def train_together(cfg, base, task, cache: ArtifactCache, targets, progress: boo
     if len(missing) < 2:
         return {}
     seeds = [adapter_seed(cfg.seed, t) for t, _, _ in missing]
+    if not batchable(base.handle.module, [task.objective(missing[0][0], base.tokenizer, cfg.adapters, seeds[0])]):
+        return {}  # (decided on the first: a world's objectives are all of one kind)
     objectives = [task.objective(t, base.tokenizer, cfg.adapters, s) for (t, _, _), s in zip(missing, seeds)]
     if not batchable(base.handle.module, objectives):
         return {}
+    # Jobs that need the same adapters (lora and null_lora on one seed, side by side) train them
+    # once: the first holds the lock on this set, the others then find them in the cache.
+    with build_lock(cache.root / ".locks" / f"together-{kind}-{content_key('together', [k for _, k, _ in missing])}.lock",
+                    f"{len(missing)} {fam.name} adapters"):
+        still = [i for i, (_, key, _) in enumerate(missing) if cache.load(kind, key) is None]
+        missing, seeds, objectives = ([xs[i] for i in still] for xs in (missing, seeds, objectives))
+        return _train_chunks(fam, fcfg, kind, cfg, base, cache, missing, seeds, objectives, progress)
+
+
+def _train_chunks(fam, fcfg, kind, cfg, base, cache, missing, seeds, objectives, progress) -> Dict[str, Entry]:
+    together = cfg.adapters.together
     built: Dict[str, Entry] = {}
+    if len(missing) < 2:
+        return built  # (built meanwhile by another job; one left is trained as the stage goes)
     for lo in range(0, len(missing), together):
         chunk = slice(lo, lo + together)
         with tempfile.TemporaryDirectory(dir=cache.root, prefix=".together-") as tmp:
@@ -181,7 +197,8 @@ def _measure_single(adapters: List[Adapter], cfg, base, task, ref) -> List[Dict[
     for ad in adapters:
         t = ad.target
         base_gap = task.target_gap(model, tok, t)
-        trained = catalog.family(real).load(ad.path / TRAINED_DIR)[0] if real is not None else ad.tensors
+        trained = (on_device(*catalog.family(real).load(ad.path / TRAINED_DIR), base.handle.device)[0]
+                   if real is not None else ad.tensors)
 
         def gap_at(scale: float, tensors=ad.tensors) -> float:
             if family.space == "input":

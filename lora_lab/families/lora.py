@@ -185,7 +185,12 @@ class LoraFamily:
         state = stack(inits)  # PEFT's keys, each [n, ...]
         a = {k[len(PREFIX) : -len(".lora_A.weight")]: v for k, v in state.items() if k.endswith(".lora_A.weight")}
         b = {m: state[f"{PREFIX}{m}.lora_B.weight"] for m in a}
-        with frozen(model), lora_routes(model, a, b, cfg.lora_alpha / cfg.r):
+        unrouted = set(state) - {f"{PREFIX}{m}.lora_{x}.weight" for m in a for x in "AB"}
+        if unrouted:  # e.g. an embedding's lora_embedding_A/B: not a product of the module's input
+            raise ValueError(f"adapters.together: cannot train {sorted(unrouted)[:2]} ... together; "
+                             "set adapters.together=1")
+        rows = len(objectives) * acfg.batch_size
+        with frozen(model), lora_routes(model, a, b, cfg.lora_alpha / cfg.r, rows):
             results = train_together(model, list(state.values()), objectives, seeds, steps=acfg.steps_for(fcfg),
                                      batch_size=acfg.batch_size, lr=fcfg.lr, names=names,
                                      desc=desc, progress=progress)

@@ -110,7 +110,7 @@ class SteerFamily:
         sites = handle.steer_sites()
         total = sum(int(torch.Size(s).numel()) for s in sites.values())
         flat = torch.zeros(len(objectives), total, device=handle.device, requires_grad=True)
-        with frozen(handle.module), steer_routes(handle.module, site_views(flat, sites)):
+        with frozen(handle.module), steer_routes(handle.module, site_views(flat, sites), len(objectives) * acfg.batch_size):
             results = train_together(handle.module, [flat], objectives, seeds, steps=acfg.steps_for(fcfg),
                                      batch_size=acfg.batch_size, lr=fcfg.lr, names=names,
                                      desc=desc, progress=progress)

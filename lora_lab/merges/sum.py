@@ -8,11 +8,11 @@ task-arithmetic sum (ties, dare, svd)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..catalog import MergeMethodSpec, Param, register_merge
 from . import Delta
-from .lowrank import Factors, dense, stacked
+from .lowrank import Factors, LowRank, dense
 
 # λ_k as a function of k, by the spelling `compose.lam` takes; aliases need no quoting on a command line
 SCHEDULES = {"1/sqrt(k)": lambda k: 1.0 / math.sqrt(k), "1/k": lambda k: 1.0 / k}
@@ -83,33 +83,50 @@ def merge(deltas: List[Delta], ids: List[str], p) -> Delta:
 class Accumulator:
     """The running sum, and how many deltas it holds (λ is λ_k). Low-rank deltas (LoRA factors)
     stay factors: `result()` gives each module's sum of them as one unexpanded product
-    (`lowrank.LowRank`, expanded where it is added to the weight), λ_k on its left factor."""
+    (`lowrank.LowRank` of the adapters' own factors, no copy), λ_k as its scale, expanded only where
+    it is added to the weight. Past a summed rank of out·in/(out + in) the product costs more
+    arithmetic than adding a dense matrix would, but a dense running sum would hold one more
+    full-size copy of every module it touches: memory is what limits a large model."""
 
     def __init__(self, p):
-        self.p, self.total, self.factors, self.k = p, {}, [], 0
+        self.p, self.total, self.k = p, {}, 0
+        self.pending: Dict[str, Tuple[list, list]] = {}  # module -> (lefts, rights), never expanded here
+        self._expanded = None  # result() expanded, for `without`; reset by every add
 
-    def add(self, delta: Delta, ident: str) -> None:
+    def _add_dense(self, delta: Delta) -> None:
         for k, v in delta.items():
             self.total[k] = self.total[k] + v if k in self.total else v.clone()
+
+    def add(self, delta: Delta, ident: str) -> None:
+        self._add_dense(delta)
         self.k += 1
+        self._expanded = None
 
     def add_lowrank(self, factors: Factors, ident: str) -> None:
-        self.factors.append(factors)
+        for n, (left, right) in factors.items():
+            lefts, rights = self.pending.setdefault(n, ([], []))
+            lefts.append(left)
+            rights.append(right)
         self.k += 1
+        self._expanded = None
 
     def result(self) -> Delta:
         if not self.k:
             return {}
         lam = lam_at(self.p.lam, self.k)
-        lowrank = stacked(self.factors)
-        if not self.total:
-            return {k: lam * v for k, v in lowrank.items()}
-        return {k: lam * (v + dense(lowrank[k]) if k in lowrank else v) for k, v in self.total.items()}
+        out = {n: lam * v for n, v in self.total.items()}
+        for n, (lefts, rights) in self.pending.items():
+            pending = LowRank(tuple(lefts), tuple(rights))
+            out[n] = lam * (self.total[n] + pending.dense()) if n in self.total else lam * pending
+        return out
 
     def without(self, delta: Delta, ident: str) -> Delta:
-        """The stack minus λ_k·`delta`: every other delta added, at the λ of all k (expanded)."""
+        """The stack minus λ_k·`delta`: every other delta added, at the λ of all k (expanded; the
+        stack is expanded once per k, whatever adapter is left out)."""
         lam = lam_at(self.p.lam, self.k)
-        return {k: dense(v) - lam * delta[k] for k, v in self.result().items()}
+        if self._expanded is None:
+            self._expanded = {k: dense(v) for k, v in self.result().items()}
+        return {k: v - lam * delta[k] for k, v in self._expanded.items()}
 
 
 register_merge(MergeMethodSpec("sum", ("weight", "output", "input"), merge, Accumulator, (LAM,), lowrank=True,
