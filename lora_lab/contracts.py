@@ -140,7 +140,7 @@ class Family(Protocol):
     # A job whose world lacks the flag is skipped with one line (a sweep over families reaches it).
     # needs: str
 
-    # Optional, read only by `adapters.stage.train_together`: a trainable family may train many adapters in
+    # Optional, read only by `adapters.stage.train_missing_together`: a trainable family may train many adapters in
     # one batched pass over the shared base (`batched.py`), each as `train` would train and store it:
     #   train_many(base, fcfg, objectives, acfg, seeds, out_dirs, progress, desc, names) -> [statistics]
     # Families without it train one adapter at a time.

@@ -65,7 +65,7 @@ def adapter_key_payload(cfg, base_key: str, target, data: str, fcfg=None) -> Dic
     }
 
 
-def train_together(cfg, base, task, cache: ArtifactCache, targets, progress: bool = True) -> Dict[str, Entry]:
+def train_missing_together(cfg, base, task, cache: ArtifactCache, targets, progress: bool = True) -> Dict[str, Entry]:
     """The adapters of `targets` not yet in the cache, trained `adapters.together` at a time in one
     batched pass each (`Family.train_many`, `batched.py`) and stored each in its own cache entry, as
     training them one by one would store them: {target id: entry built}. A control's adapters are
@@ -89,9 +89,10 @@ def train_together(cfg, base, task, cache: ArtifactCache, targets, progress: boo
     if len(missing) < 2:
         return {}
     seeds = [adapter_seed(cfg.seed, t) for t, _, _ in missing]
-    if not batchable(base.handle.module, [task.objective(missing[0][0], base.tokenizer, cfg.adapters, seeds[0])]):
-        return {}  # (decided on the first: a world's objectives are all of one kind)
-    objectives = [task.objective(t, base.tokenizer, cfg.adapters, s) for (t, _, _), s in zip(missing, seeds)]
+    first = task.objective(missing[0][0], base.tokenizer, cfg.adapters, seeds[0])
+    if not batchable(base.handle.module, [first]):
+        return {}  # (decided on the first, before building the others: a world's objectives are all of one kind)
+    objectives = [first] + [task.objective(t, base.tokenizer, cfg.adapters, s) for (t, _, _), s in zip(missing[1:], seeds[1:])]
     if not batchable(base.handle.module, objectives):
         return {}
     # Jobs that need the same adapters (lora and null_lora on one seed, side by side) train them
@@ -134,7 +135,7 @@ def build_adapters(cfg, base, task, cache: ArtifactCache, progress: bool = True)
         return [Adapter(t, family.name, {}, {"n_params": 0, "cache_hit": None}) for t in targets]
     real = catalog.control_of(family)
     cache.root.mkdir(parents=True, exist_ok=True)
-    built = train_together(cfg, base, task, cache, targets, progress)
+    built = train_missing_together(cfg, base, task, cache, targets, progress)
     out = []
     bar = tqdm(targets, desc=f"{family.name} adapters", disable=not progress)
     for t in bar:
