@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_seat.py
 	$(PY) bench/bench_together.py
 	$(PY) bench/bench_threads.py
+	$(PY) bench/bench_unmerged.py
 
 clean-venv:
 	rm -rf $(VENV)

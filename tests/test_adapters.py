@@ -1,5 +1,7 @@
 """Adapter families: invariants of applying, merging, restoring and storing them."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -279,6 +281,51 @@ def test_unmerged_peft_stack_equals_the_merged_sum_and_leaves_the_base(lora_setu
         _assert_bit_identical(base.model, before)
     finally:
         adapters[1].scale = 1.0
+
+
+def test_unmerged_loads_what_peft_load_adapter_loads(lora_setup):
+    """Oracle: the stack `unmerged` builds (its own loader, linear in N) has the parameters, the
+    per-adapter settings and the outputs of the same adapters loaded by PEFT's `load_adapter`."""
+    cfg, task, cache, base, adapters = lora_setup
+    names = [f"a{i}" for i in range(len(adapters))]
+    pm = PeftModel.from_pretrained(base.model, str(adapters[0].path), adapter_name=names[0])
+    for name, ad in zip(names[1:], adapters[1:]):
+        pm.load_adapter(str(ad.path), adapter_name=name)
+    pm.base_model.set_adapter(names, inference_mode=True)
+    expected_state = _state(pm)
+    expected = {n: (m.r.copy(), m.scaling.copy(), m.lora_alpha.copy()) for n, m in pm.named_modules()
+                if isinstance(m, LoraLayer)}
+    expected_logits = _logits(pm)
+    pm.unload()
+    base.model.__dict__.pop("peft_config", None)
+    with unmerged(base.model, adapters) as activate:
+        mine = activate(len(adapters))
+        state = mine.state_dict()
+        assert set(state) == set(expected_state)
+        for key, value in expected_state.items():
+            assert torch.equal(state[key], value), key
+        got = {n: (m.r, m.scaling, m.lora_alpha) for n, m in mine.named_modules() if isinstance(m, LoraLayer)}
+        assert got == expected and len(got) > 0
+        assert set(mine.peft_config) == set(names)
+        assert not any(p.requires_grad for p in mine.parameters())
+        torch.testing.assert_close(_logits(mine), expected_logits, rtol=0, atol=0)
+
+
+def test_unmerged_refuses_adapters_with_different_lora_configs(lora_setup, tmp_path):
+    """A stack is one family config: an adapter saved with another rank stops the load with its path."""
+    import shutil
+    from types import SimpleNamespace
+
+    cfg, task, cache, base, adapters = lora_setup
+    other = tmp_path / "other"
+    shutil.copytree(adapters[1].path, other)
+    config = json.loads((other / "adapter_config.json").read_text())
+    config["lora_alpha"] = config["lora_alpha"] * 2
+    (other / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"other: its LoRA config differs .*\['lora_alpha'\]"):
+        with unmerged(base.model, [adapters[0], SimpleNamespace(path=other, scale=1.0)]):
+            pass
+    assert not any(isinstance(m, LoraLayer) for m in base.model.modules())
 
 
 def test_measurements_alone_are_cached_with_the_calibrated_scale(lora_setup, tmp_path, monkeypatch):
