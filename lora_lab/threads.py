@@ -16,12 +16,14 @@ and at least 1. `threads=N` sets N. The choice is made once, when the job starts
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 from typing import Dict, Optional, Set, Tuple
 
 CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
+log = logging.getLogger("lora_lab")
 IDLE_WINDOW_S = 0.1  # how long the idle cores are watched (Linux counts CPU time in 10 ms ticks)
 
 
@@ -113,12 +115,18 @@ def parallel_jobs(cores: int) -> int:
 
 
 def job_threads(requested: int = 0) -> int:
-    """`requested` when > 0, else usable cores ÷ parallel jobs, at most the idle cores (at least 1)."""
+    """`requested` when > 0, else usable cores ÷ parallel jobs, at most the idle cores (at least 1).
+    Logged with what set it: float32 kernels round differently with the thread count (a LayerNorm's
+    weight gradient is summed over rows in per-thread parts), and training amplifies that, so
+    numbers computed from an empty cache are bit-identical only at the same count."""
     if requested > 0:
+        log.info("torch threads: %d (threads=%d)", requested, requested)
         return requested
     cores = usable_cores()
-    share = cores // parallel_jobs(cores)
+    jobs = parallel_jobs(cores)
+    share = cores // jobs
     idle = idle_cores()
-    if idle is not None:
-        share = min(share, round(idle))
-    return max(1, share)
+    n = max(1, share if idle is None else min(share, round(idle)))
+    log.info("torch threads: %d (threads=0: %d usable cores ÷ %d parallel jobs%s; threads=N pins it)", n, cores, jobs,
+             "" if idle is None else f", {idle:.1f} cores idle at the start")
+    return n

@@ -210,7 +210,9 @@ def test_idle_cores_and_the_cgroup_quota_are_read_from_the_kernels_files(tmp_pat
     assert threads.cgroup_cores(str(tmp_path / "absent")) is None
 
 
-def test_threads_fit_the_job(monkeypatch):
+def test_threads_fit_the_job(monkeypatch, caplog):
+    import logging
+
     from lora_lab import threads
 
     assert threads.job_threads(3) == 3
@@ -221,7 +223,10 @@ def test_threads_fit_the_job(monkeypatch):
     monkeypatch.setattr(threads, "parallel_jobs", lambda cores: 3)
     assert threads.job_threads() == 2  # 8 cores, 3 jobs at once
     monkeypatch.setattr(threads, "idle_cores", lambda: 1.2)
-    assert threads.job_threads() == 1  # other processes keep all but one core busy
+    with caplog.at_level(logging.INFO, logger="lora_lab"):
+        assert threads.job_threads() == 1  # other processes keep all but one core busy
+    # the count and what set it, in the job's log (numbers from an empty cache depend on it)
+    assert "torch threads: 1 (threads=0: 8 usable cores ÷ 3 parallel jobs, 1.2 cores idle at the start" in caplog.text
     monkeypatch.setattr(threads, "idle_cores", lambda: 0.1)
     assert threads.job_threads() == 1 and threads.job_threads(4) == 4  # at least one; a request stands
     monkeypatch.undo()
