@@ -283,49 +283,85 @@ def test_unmerged_peft_stack_equals_the_merged_sum_and_leaves_the_base(lora_setu
         adapters[1].scale = 1.0
 
 
-def test_unmerged_loads_what_peft_load_adapter_loads(lora_setup):
-    """Oracle: the stack `unmerged` builds (its own loader, linear in N) has the parameters, the
-    per-adapter settings and the outputs of the same adapters loaded by PEFT's `load_adapter`."""
+def _stack_facts(pm):
+    """What a stack of unmerged adapters is: parameters (values and dtypes), each LoRA layer's
+    per-adapter settings, the registered configs, whether anything trains, and the outputs."""
+    return {"state": _state(pm),
+            "layers": {n: (m.r, m.scaling, m.lora_alpha) for n, m in pm.named_modules() if isinstance(m, LoraLayer)},
+            "configs": {n: c.to_dict() for n, c in pm.peft_config.items()},
+            "trains": any(p.requires_grad for p in pm.parameters()),
+            "logits": _logits(pm)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unmerged_loads_what_peft_load_adapter_loads(lora_setup, dtype):
+    """Oracle: the stack `unmerged` builds (its own loader, without PEFT's walk of the whole model
+    per adapter) has the parameters, dtypes, per-adapter settings, configs and outputs of the same
+    adapters loaded by PEFT's `load_adapter`; also on a bfloat16 base, where PEFT keeps the factors
+    in float32; and it leaves the global RNG as PEFT found it."""
+    import copy
+
     cfg, task, cache, base, adapters = lora_setup
+    model = copy.deepcopy(base.model).to(dtype)
     names = [f"a{i}" for i in range(len(adapters))]
-    pm = PeftModel.from_pretrained(base.model, str(adapters[0].path), adapter_name=names[0])
+    pm = PeftModel.from_pretrained(model, str(adapters[0].path), adapter_name=names[0])
     for name, ad in zip(names[1:], adapters[1:]):
         pm.load_adapter(str(ad.path), adapter_name=name)
     pm.base_model.set_adapter(names, inference_mode=True)
-    expected_state = _state(pm)
-    expected = {n: (m.r.copy(), m.scaling.copy(), m.lora_alpha.copy()) for n, m in pm.named_modules()
-                if isinstance(m, LoraLayer)}
-    expected_logits = _logits(pm)
+    expected = _stack_facts(pm)
     pm.unload()
-    base.model.__dict__.pop("peft_config", None)
-    with unmerged(base.model, adapters) as activate:
-        mine = activate(len(adapters))
-        state = mine.state_dict()
-        assert set(state) == set(expected_state)
-        for key, value in expected_state.items():
-            assert torch.equal(state[key], value), key
-        got = {n: (m.r, m.scaling, m.lora_alpha) for n, m in mine.named_modules() if isinstance(m, LoraLayer)}
-        assert got == expected and len(got) > 0
-        assert set(mine.peft_config) == set(names)
-        assert not any(p.requires_grad for p in mine.parameters())
-        torch.testing.assert_close(_logits(mine), expected_logits, rtol=0, atol=0)
+    model.__dict__.pop("peft_config", None)
+    rng = torch.random.get_rng_state()
+    with unmerged(model, adapters) as activate:
+        got = _stack_facts(activate(len(adapters)))
+    assert set(got["state"]) == set(expected["state"]) and len(got["layers"]) > 0
+    for key, value in expected["state"].items():
+        assert got["state"][key].dtype == value.dtype and torch.equal(got["state"][key], value), key
+    assert any("lora_A" in k and v.dtype == torch.float32 for k, v in got["state"].items())
+    assert got["layers"] == expected["layers"] and got["configs"] == expected["configs"]
+    assert set(got["configs"]) == set(names) and not got["trains"] and not expected["trains"]
+    torch.testing.assert_close(got["logits"], expected["logits"], rtol=0, atol=0)
+    # the first adapter comes from PEFT's own from_pretrained (its draws); the others draw nothing
+    torch.random.set_rng_state(rng)
+    with unmerged(model, adapters[:1]):
+        pass
+    after_one = torch.random.get_rng_state()
+    torch.random.set_rng_state(rng)
+    with unmerged(model, adapters):
+        pass
+    assert torch.equal(torch.random.get_rng_state(), after_one)
 
 
-def test_unmerged_refuses_adapters_with_different_lora_configs(lora_setup, tmp_path):
-    """A stack is one family config: an adapter saved with another rank stops the load with its path."""
+def test_unmerged_refuses_adapters_it_would_not_load_as_peft_does(lora_setup, tmp_path):
+    """A stack is one family config of plain LoRA adapters: an adapter saved with another alpha, or
+    with a per-module rank pattern, or a tensor that is no LoRA factor stops the load with its path;
+    nothing is left in the model."""
     import shutil
     from types import SimpleNamespace
 
+    from safetensors.torch import load_file, save_file
+
     cfg, task, cache, base, adapters = lora_setup
-    other = tmp_path / "other"
-    shutil.copytree(adapters[1].path, other)
-    config = json.loads((other / "adapter_config.json").read_text())
-    config["lora_alpha"] = config["lora_alpha"] * 2
-    (other / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"other: its LoRA config differs .*\['lora_alpha'\]"):
-        with unmerged(base.model, [adapters[0], SimpleNamespace(path=other, scale=1.0)]):
-            pass
-    assert not any(isinstance(m, LoraLayer) for m in base.model.modules())
+
+    def altered(name, config=None, extra=None):
+        d = tmp_path / name
+        shutil.copytree(adapters[1].path, d)
+        saved = json.loads((d / "adapter_config.json").read_text())
+        (d / "adapter_config.json").write_text(json.dumps({**saved, **(config or {})}))
+        if extra:
+            save_file({**load_file(str(d / "adapter_model.safetensors")), **extra}, str(d / "adapter_model.safetensors"))
+        return SimpleNamespace(path=d, scale=1.0)
+
+    first = json.loads((adapters[0].path / "adapter_config.json").read_text())
+    cases = [(altered("alpha", {"lora_alpha": first["lora_alpha"] * 2}), r"alpha: its LoRA config differs .*\['lora_alpha'\]"),
+             (altered("pattern", {"rank_pattern": {"c_fc": 2}}), r"pattern: only plain LoRA .*rank_pattern"),
+             (altered("extra", extra={"base_model.model.lm_head.weight": torch.zeros(2, 2)}),
+              r"extra: 'base_model.model.lm_head.weight' is not a LoRA factor")]
+    for other, message in cases:
+        with pytest.raises(ValueError, match=message):
+            with unmerged(base.model, [adapters[0], other]):
+                pass
+        assert not any(isinstance(m, LoraLayer) for m in base.model.modules())
 
 
 def test_measurements_alone_are_cached_with_the_calibrated_scale(lora_setup, tmp_path, monkeypatch):

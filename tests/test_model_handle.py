@@ -131,6 +131,11 @@ def test_lora_on_convolutions_merged_equals_peft_unmerged(net, tmp_path):
     with unmerged(net, [adapter]) as activate:
         peft_out = activate(1)(IMAGES).detach()
     torch.testing.assert_close(merged, peft_out, rtol=1e-5, atol=1e-5)
+    # stacked: the second copy goes in through each conv and linear layer's own update_layer
+    with family.apply(handle, {m: 2.5 * t for m, t in tensors.items()}):
+        merged_twice = net(IMAGES).detach()
+    with unmerged(net, [adapter, SimpleNamespace(path=tmp_path, scale=1.5)]) as activate:
+        torch.testing.assert_close(activate(2)(IMAGES).detach(), merged_twice, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(merged, net(IMAGES).detach())
     # the sum of two adapters' conv deltas, re-compressed by SVD, applies as well
     summed = merge("svd", [tensors, tensors], ["a", "b"], MergeParams(rank=1))

@@ -7,6 +7,7 @@ functions that need them.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,14 +78,27 @@ def load_lora_factors(path: Path):
     return lora_factors(state, scaling, cfg["fan_in_fan_out"])
 
 
+# A stacked adapter's saved tensors: "base_model.model.<module>.lora_A|lora_B.weight|bias"
+FACTOR_KEY = re.compile(r"^base_model\.model\.(.+)\.(lora_A|lora_B)\.(weight|bias)$")
+# LoRA config fields under which PEFT builds a layer from more than its r and lora_alpha (DoRA,
+# per-module ranks and alphas, extra trained modules): `_load_into` refuses them where set
+PLAIN_ONLY = ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "trainable_token_indices",
+              "target_parameters", "layer_replication")
+
+
 def _load_into(pm, name: str, path: Path, like) -> None:
-    """The PEFT adapter at `path` into `pm` as adapter `name`, as `pm.load_adapter` loads it (each
-    adapted layer's own `update_layer`, then the saved factors), at a cost of its own layers only.
-    `load_adapter` walks every module of the model, the LoRA layers loaded before included, so N
-    adapters loaded one after the other cost O(N²): measured on `model=small`, 128 adapters took
-    8.8 s, which puts 1024 at about 9 minutes. `like`: the first adapter's config, which every
-    adapter of a stack shares (one family config); a different one raises rather than load
-    something else than PEFT would."""
+    """The PEFT adapter at `path` into `pm` as adapter `name`, as `pm.load_adapter` loads it: each
+    adapted layer's own `update_layer`, float16/bfloat16 factors upcast to float32 (PEFT's
+    `autocast_adapter_dtype`), the saved factors copied in, the config registered. `load_adapter`
+    also walks every module of the model, the LoRA layers loaded before included, so N adapters
+    loaded one after the other cost O(N²) walks: measured on `model=small`, 128 adapters took 8.8 s,
+    which puts 1024 at about 10 minutes (`_load_into`: 1.5 s and 17 s for 128 and 512). `like`: the
+    first adapter's config, which every adapter of a stack shares (one family config); a different
+    one, or a config PEFT builds from more than r and lora_alpha (`PLAIN_ONLY`), raises rather than
+    load something else than PEFT would. The global RNG is left as it was (`update_layer` draws
+    an initialisation the saved factors then replace)."""
+    import copy
+
     import torch
     from peft import LoraConfig
     from safetensors.torch import load_file
@@ -92,19 +106,30 @@ def _load_into(pm, name: str, path: Path, like) -> None:
     cfg = LoraConfig.from_pretrained(str(path))
     cfg.inference_mode = True
     mine, first = cfg.to_dict(), like.to_dict()
+    special = [f"{k}={mine[k]!r}" for k in PLAIN_ONLY if mine.get(k) not in (None, False, {}, [])]
+    if special or mine.get("bias", "none") != "none":
+        raise ValueError(f"adapter {path}: only plain LoRA adapters are stacked unmerged, not "
+                         f"{special or ['bias=' + repr(mine['bias'])]}")
     differ = sorted(k for k in set(mine) | set(first)
                     if k not in ("base_model_name_or_path", "inference_mode", "revision") and mine.get(k) != first.get(k))
     if differ:
         raise ValueError(f"adapter {path}: its LoRA config differs from the first adapter's in {differ}")
-    cfg.init_lora_weights = False  # the saved factors are copied in below
+    build = copy.copy(cfg)
+    build.init_lora_weights = False  # the saved factors are copied in below
     model = pm.base_model.model
-    prefix = "base_model.model."
-    for key, value in load_file(str(Path(path) / "adapter_model.safetensors")).items():
-        module, part, param = key[len(prefix):].rsplit(".", 2)  # "<module>.lora_A.weight"
-        layer = model.get_submodule(module)
-        if name not in layer.lora_A:
-            layer.update_layer(name, cfg.r, cfg.lora_alpha, config=cfg)
-        with torch.no_grad():
+    state = load_file(str(Path(path) / "adapter_model.safetensors"))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for key, value in state.items():
+            match = FACTOR_KEY.match(key)
+            if match is None:
+                raise ValueError(f"adapter {path}: {key!r} is not a LoRA factor (<module>.lora_A|lora_B.weight|bias)")
+            module, part, param = match.groups()
+            layer = model.get_submodule(module)
+            if name not in layer.lora_A:
+                layer.update_layer(name, cfg.r, cfg.lora_alpha, config=build)
+                for factor in (layer.lora_A[name], layer.lora_B[name]):
+                    if factor.weight.dtype in (torch.float16, torch.bfloat16):
+                        factor.float()
             getattr(getattr(layer, part)[name], param).copy_(value)
     pm.peft_config[name] = cfg
 
@@ -114,7 +139,7 @@ def unmerged(model, adapters: Sequence[Any]) -> Iterator[Callable[[int], Any]]:
     """`model` with the adapters loaded by PEFT, unmerged, each at its stacking scale. Yields
     `activate(k)`: the first k adapters active (k >= 1), so every adapted layer computes
     W0 x + Σ_{i<k} s_i B_i A_i x. The LoRA layers are taken out on exit; base weights are never touched.
-    The first adapter is loaded by `PeftModel.from_pretrained`, the others by `_load_into` (linear in N)."""
+    The first adapter is loaded by `PeftModel.from_pretrained`, the others by `_load_into` (no walk of the model each)."""
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
