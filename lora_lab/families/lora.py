@@ -78,22 +78,22 @@ def load_lora_factors(path: Path):
     return lora_factors(state, scaling, cfg["fan_in_fan_out"])
 
 
-# A stacked adapter's saved tensors: "base_model.model.<module>.lora_A|lora_B.weight|bias"
-FACTOR_KEY = re.compile(r"^base_model\.model\.(.+)\.(lora_A|lora_B)\.(weight|bias)$")
+# A stacked adapter's saved tensors: "<PREFIX><module>.lora_A|lora_B.weight|bias"
+FACTOR_KEY = re.compile(rf"^{re.escape(PREFIX)}(.+)\.(lora_A|lora_B)\.(weight|bias)$")
 # LoRA config fields under which PEFT builds a layer from more than its r and lora_alpha (DoRA,
 # per-module ranks and alphas, extra trained modules): `_load_into` refuses them where set
 PLAIN_ONLY = ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "trainable_token_indices",
               "target_parameters", "layer_replication")
 
 
-def _load_into(pm, name: str, path: Path, like) -> None:
+def _load_into(pm, name: str, path: Path, first: Dict[str, Any]) -> None:
     """The PEFT adapter at `path` into `pm` as adapter `name`, as `pm.load_adapter` loads it: each
     adapted layer's own `update_layer`, float16/bfloat16 factors upcast to float32 (PEFT's
     `autocast_adapter_dtype`), the saved factors copied in, the config registered. `load_adapter`
     also walks every module of the model, the LoRA layers loaded before included, so N adapters
     loaded one after the other cost O(N²) walks: measured on `model=small`, 128 adapters took 8.8 s,
-    which puts 1024 at about 10 minutes (`_load_into`: 1.5 s and 17 s for 128 and 512). `like`: the
-    first adapter's config, which every adapter of a stack shares (one family config); a different
+    which puts 1024 at about 10 minutes (`_load_into`: 1.5 s and 17 s for 128 and 512). `first`: the
+    first adapter's config as a dict, which every adapter of a stack shares (one family config); a different
     one, or a config PEFT builds from more than r and lora_alpha (`PLAIN_ONLY`), raises rather than
     load something else than PEFT would. The global RNG is left as it was (`update_layer` draws
     an initialisation the saved factors then replace)."""
@@ -105,7 +105,7 @@ def _load_into(pm, name: str, path: Path, like) -> None:
 
     cfg = LoraConfig.from_pretrained(str(path))
     cfg.inference_mode = True
-    mine, first = cfg.to_dict(), like.to_dict()
+    mine = cfg.to_dict()
     special = [f"{k}={mine[k]!r}" for k in PLAIN_ONLY if mine.get(k) not in (None, False, {}, [])]
     if special or mine.get("bias", "none") != "none":
         raise ValueError(f"adapter {path}: only plain LoRA adapters are stacked unmerged, not "
@@ -148,8 +148,9 @@ def unmerged(model, adapters: Sequence[Any]) -> Iterator[Callable[[int], Any]]:
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         pm = PeftModel.from_pretrained(model, str(adapters[0].path), adapter_name=names[0])
     try:
+        first = pm.peft_config[names[0]].to_dict()
         for name, ad in zip(names[1:], adapters[1:]):
-            _load_into(pm, name, Path(ad.path), pm.peft_config[names[0]])
+            _load_into(pm, name, Path(ad.path), first)
         for module in pm.modules():
             if isinstance(module, LoraLayer):
                 for name, ad in zip(names, adapters):
